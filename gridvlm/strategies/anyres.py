@@ -1,0 +1,316 @@
+"""AnyRes canvases: pick the best canvas from a candidate list, fit the image in it, cut it into tiles.
+
+LLaVA-NeXT, LLaVA-OneVision, LLaVA-1.5-HD and DeepSeek-VL2 share the canvas choice
+(``select_best_resolution``); they differ in how the image is placed on the canvas and in how the
+tile features become LLM tokens (unpadding, bilinear pooling, newlines, 2×2 space-to-depth).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from ..errors import PlanError
+from ..geometry import Plan, cut_canvas, make_tile, py_round, squashed_view, whole
+from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+ONEVISION_PINPOINTS = [[i * 384, j * 384] for i in range(1, 7) for j in range(1, 7)]
+LLAVA_HD_GRIDS = [[2, 2], [1, 2], [1, 3], [1, 4], [2, 1], [3, 1], [4, 1]]  # rows × cols, in the paper's order
+
+
+def deepseek_candidates(max_tiles: int) -> list[list[int]]:
+    """DeepSeek-VL2's candidate canvases in tiles (w, h): all m×n ≤ max_tiles, in its config's order."""
+    pairs = [(w, h) for w in range(1, max_tiles + 1) for h in range(1, max_tiles + 1) if w * h <= max_tiles]
+    pairs.sort(key=lambda p: (p[0] * p[1], min(p), p[0]))
+    return [[w, h] for w, h in pairs]
+
+
+def select_best_resolution(width: int, height: int, candidates_wh: list[tuple[int, int]]) -> tuple[int, int]:
+    """The candidate canvas (w, h) that keeps the most real pixels, then wastes the fewest; first wins ties."""
+    best, best_eff, best_waste = None, -1, math.inf
+    for cw, ch in candidates_wh:
+        scale = min(cw / width, ch / height)
+        eff = min(int(width * scale) * int(height * scale), width * height)
+        waste = cw * ch - eff
+        if eff > best_eff or (eff == best_eff and waste < best_waste):
+            best, best_eff, best_waste = (cw, ch), eff, waste
+    return best
+
+
+def fit_in_canvas(width: int, height: int, cw: int, ch: int) -> tuple[int, int]:
+    """LLaVA-NeXT's resize inside the canvas (note the ceil), aspect ratio kept."""
+    scale_w, scale_h = cw / width, ch / height
+    if scale_w < scale_h:
+        return cw, min(math.ceil(height * scale_w), ch)
+    return min(math.ceil(width * scale_h), cw), ch
+
+
+def centred(canvas: tuple[int, int], content: tuple[int, int]) -> tuple[int, int, int, int]:
+    left = (canvas[0] - content[0]) // 2
+    top = (canvas[1] - content[1]) // 2
+    return (left, top, left + content[0], top + content[1])
+
+
+def unpadded_size(width: int, height: int, ch: int, cw: int, round7: bool) -> tuple[int, int, int, int]:
+    """Feature map (rows, cols) after LLaVA-NeXT's unpadding, and the rows/cols removed on each side.
+
+    transformers rounds to 7 decimals before truncating; the original repo truncates directly.
+    Returns (rows, cols, pad_rows, pad_cols).
+    """
+    if width / height > cw / ch:
+        new = height * (cw / width)
+        new = int(round(new, 7)) if round7 else int(new)
+        pad = (ch - new) // 2
+        return ch - 2 * pad, cw, pad, 0
+    new = width * (ch / height)
+    new = int(round(new, 7)) if round7 else int(new)
+    pad = (cw - new) // 2
+    return ch, cw - 2 * pad, 0, pad
+
+
+def _kept_per_band(bands: int, g: int, pad: int, kept: int, out: int) -> list[int]:
+    """How many of `out` output feature rows fall in each tile band, after unpadding (and pooling).
+
+    The unpadded map keeps rows [pad, pad + kept) of bands·g rows; when `out` < `kept` the map was
+    resized bilinearly and each output row is assigned to the band holding its sample centre.
+    """
+    counts = [0] * bands
+    for i in range(out):
+        centre = pad + (i + 0.5) * kept / out
+        counts[min(bands - 1, int(centre // g))] += 1
+    return counts
+
+
+def _anyres_plan(name: str, w: int, h: int, p: dict[str, Any], max_features_tiles: int | None) -> Plan:
+    """LLaVA-NeXT (max_features_tiles None) and LLaVA-OneVision (anyres_max_N pooling)."""
+    t, g = p["tile_size"], p["tile_size"] // p["patch_size"]
+    hf = p["pinpoint_order"] == "hw"
+    candidates = [(b, a) if hf else (a, b) for a, b in p["grid_pinpoints"]]  # as (w, h)
+    cw, ch = select_best_resolution(w, h, candidates)
+    rows, cols = ch // t, cw // t
+    new_w, new_h = fit_in_canvas(w, h, cw, ch)
+    content = centred((cw, ch), (new_w, new_h))
+
+    feat_rows, feat_cols, pad_r, pad_c = unpadded_size(w, h, rows * g, cols * g, round7=hf)
+    out_rows, out_cols = feat_rows, feat_cols
+    notes = []
+    if max_features_tiles is not None:
+        ratio = math.sqrt(feat_rows * feat_cols / (max_features_tiles * g**2))
+        if ratio > 1.1:
+            out_rows, out_cols = int(feat_rows // ratio), int(feat_cols // ratio)
+            notes.append(
+                f"anyres_max_{max_features_tiles}: the {feat_rows}×{feat_cols} unpadded feature map is resized "
+                f"bilinearly to {out_rows}×{out_cols}"
+            )
+    per_row = _kept_per_band(rows, g, pad_r, feat_rows, out_rows)
+    per_col = _kept_per_band(cols, g, pad_c, feat_cols, out_cols)
+
+    thumb = squashed_view(0, (w, h), (t, t), g * g, (g, g))
+    tiles = cut_canvas((cw, ch), content, (w, h), rows, cols, (t, t), 1, g * g, (g, g))
+    # Unpadding (and pooling) leaves each tile a different share of its g×g features.
+    tiles = [replace(tile, token_count=per_row[tile.row] * per_col[tile.col]) for tile in tiles]
+    grid_tokens = out_rows * out_cols
+    return Plan(
+        strategy=name,
+        params=p,
+        image_size=(w, h),
+        grid=(rows, cols),
+        canvas_size=(cw, ch),
+        tiles=tuple(tiles),
+        thumbnail=thumb,
+        thumbnail_position="first",
+        token_count=g * g + grid_tokens + out_rows,
+        tokens={"thumbnail": g * g, "tiles": grid_tokens, "newlines": out_rows},
+        content_box=content,
+        notes=tuple(notes),
+    )
+
+
+def _check_pinpoints(p: dict[str, Any]) -> None:
+    t = p["tile_size"]
+    bad = [pp for pp in p["grid_pinpoints"] if pp[0] % t or pp[1] % t]
+    if bad:
+        raise PlanError(f"grid_pinpoints must be multiples of tile_size {t}; these are not: {bad}")
+
+
+def _pinpoint_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
+    """The default pinpoint list cut to canvases of at most k tiles, for k = 1, 2, …"""
+    t = p["tile_size"]
+    tiles_of = lambda pp: (pp[0] // t) * (pp[1] // t)  # noqa: E731
+    subsets = []
+    for k in sorted({tiles_of(pp) for pp in p["grid_pinpoints"]}):
+        subsets.append([pp for pp in p["grid_pinpoints"] if tiles_of(pp) <= k])
+    return subsets
+
+
+_PINPOINT_ORDER = ParamSpec(
+    "str", "hw", "how the pinpoint list is read: 'hw' = (height, width) as transformers, 'wh' = (width, height) "
+    "as the original LLaVA repos (also truncates instead of rounding when unpadding)", choices=("hw", "wh"))
+
+
+register(StrategyInfo(
+    name="llava-next",
+    family="anyres",
+    summary="LLaVA-NeXT AnyRes: best canvas from grid pinpoints, 336-px tiles, squashed global view first, "
+            "unpadded features with a newline per row",
+    reference="Liu et al. 2024, LLaVA-NeXT; transformers models/llava_next, haotian-liu/LLaVA mm_utils.py",
+    params={
+        "grid_pinpoints": ParamSpec("pairs", LLAVA_NEXT_PINPOINTS, "candidate canvases in pixels (see pinpoint_order)"),
+        "pinpoint_order": _PINPOINT_ORDER,
+        "tile_size": ParamSpec("int", 336, "vision encoder input side (crop_size)", min=14, max=2048),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+    },
+    budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
+    planner=lambda w, h, p: _anyres_plan("llava-next", w, h, p, None),
+    knob=BudgetKnob("grid_pinpoints", "pinpoints with at most k tiles", _pinpoint_subsets),
+    check=_check_pinpoints,
+))
+
+register(StrategyInfo(
+    name="llava-onevision",
+    family="anyres",
+    summary="LLaVA-OneVision anyres_max_9: up to 6×6 tiles of 384 px, features pooled bilinearly to about "
+            "9 tiles' worth, global view first, newline per row",
+    reference="Li et al. 2024, LLaVA-OneVision; transformers models/llava_onevision, LLaVA-VL/LLaVA-NeXT llava_arch.py",
+    params={
+        "grid_pinpoints": ParamSpec("pairs", ONEVISION_PINPOINTS, "candidate canvases in pixels (see pinpoint_order)"),
+        "pinpoint_order": _PINPOINT_ORDER,
+        "max_features_tiles": ParamSpec("int", 9, "N of anyres_max_N: the feature map is pooled above ~N tiles' worth",
+                                        min=1, max=64),
+        "tile_size": ParamSpec("int", 384, "vision encoder input side", min=14, max=2048),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+    },
+    budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
+    planner=lambda w, h, p: _anyres_plan("llava-onevision", w, h, p, p["max_features_tiles"]),
+    knob=BudgetKnob("grid_pinpoints", "pinpoints with at most k tiles", _pinpoint_subsets),
+    check=_check_pinpoints,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# LLaVA-1.5-HD
+
+
+def _llava_hd_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t, g = p["tile_size"], p["tile_size"] // p["patch_size"]
+    cw, ch = select_best_resolution(w, h, [(c * t, r * t) for r, c in p["grids"]])
+    rows, cols = ch // t, cw // t
+    content = centred((cw, ch), fit_in_canvas(w, h, cw, ch))
+    per_view = g * g
+    tiles = cut_canvas((cw, ch), content, (w, h), rows, cols, (t, t), 1, per_view, (g, g))
+    return Plan(
+        strategy="llava-1.5-hd",
+        params=p,
+        image_size=(w, h),
+        grid=(rows, cols),
+        canvas_size=(cw, ch),
+        tiles=tuple(tiles),
+        thumbnail=squashed_view(0, (w, h), (t, t), per_view, (g, g)),
+        thumbnail_position="first",
+        token_count=per_view * (1 + rows * cols),
+        tokens={"thumbnail": per_view, "tiles": per_view * rows * cols},
+        content_box=content,
+    )
+
+
+def _grid_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
+    sizes = sorted({r * c for r, c in p["grids"]})
+    return [[rc for rc in p["grids"] if rc[0] * rc[1] <= k] for k in sizes]
+
+
+register(StrategyInfo(
+    name="llava-1.5-hd",
+    family="anyres",
+    summary="LLaVA-1.5-HD: best of a fixed set of 1×2…4×1 grids of 336-px tiles plus a squashed global view "
+            "first; 576 tokens per view, no newlines",
+    reference="Liu et al. 2023, Improved Baselines with Visual Instruction Tuning (LLaVA-1.5-HD), §3.4",
+    params={
+        "grids": ParamSpec("pairs", LLAVA_HD_GRIDS, "candidate grids as [rows, cols], in preference order"),
+        "tile_size": ParamSpec("int", 336, "vision encoder input side", min=14, max=2048),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+    },
+    budget="grids: the grid set restricted to grids of at most k tiles",
+    planner=_llava_hd_plan,
+    knob=BudgetKnob("grids", "grids with at most k tiles", _grid_subsets),
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSeek-VL2
+
+
+def pad_contain(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int, int, int]:
+    """Where PIL's ImageOps.pad puts the image inside (box_w, box_h): aspect kept, centred, Python rounding."""
+    im_ratio, dest_ratio = width / height, box_w / box_h
+    new_w, new_h = box_w, box_h
+    if im_ratio != dest_ratio:
+        if im_ratio > dest_ratio:
+            new_h = py_round(height / width * box_w)
+        else:
+            new_w = py_round(width / height * box_h)
+    if new_w < 1 or new_h < 1:
+        raise PlanError(
+            f"a {width}×{height} image is too thin to pad into {box_w}×{box_h}: it would be resized to "
+            f"{new_w}×{new_h} pixels"
+        )
+    x = py_round((box_w - new_w) * 0.5)
+    y = py_round((box_h - new_h) * 0.5)
+    return (x, y, x + new_w, y + new_h)
+
+
+def _deepseek_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t = p["tile_size"]
+    g = math.ceil(t // p["patch_size"] / p["downsample_ratio"])  # 27 -> 14 after padding to 28 and 2×2 merge
+    if p["cropping"]:
+        bw, bh = select_best_resolution(w, h, [(a * t, b * t) for a, b in p["candidate_tiles"]])
+    else:
+        bw, bh = t, t
+    rows, cols = bh // t, bw // t
+    global_content = pad_contain(w, h, t, t)
+    thumb = make_tile(0, -1, -1, whole((w, h)), (t, t), g * g, (g, g), content_box=global_content)
+    content = pad_contain(w, h, bw, bh)
+    tiles = cut_canvas((bw, bh), content, (w, h), rows, cols, (t, t), 1, g * g, (g, g))
+    local_newlines = g * rows
+    notes = () if p["cropping"] else ("prompts with more than 2 images are not tiled: one 1×1 local view",)
+    return Plan(
+        strategy="deepseek-vl2",
+        params=p,
+        image_size=(w, h),
+        grid=(rows, cols),
+        canvas_size=(bw, bh),
+        tiles=tuple(tiles),
+        thumbnail=thumb,
+        thumbnail_position="first",
+        token_count=g * (g + 1) + 1 + (g * rows) * (g * cols + 1),
+        tokens={"thumbnail": g * g, "tiles": g * g * rows * cols, "newlines": g + local_newlines, "separators": 1},
+        content_box=content,
+        notes=notes,
+    )
+
+
+def _candidate_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
+    sizes = sorted({a * b for a, b in p["candidate_tiles"]})
+    return [[ab for ab in p["candidate_tiles"] if ab[0] * ab[1] <= k] for k in sizes]
+
+
+register(StrategyInfo(
+    name="deepseek-vl2",
+    family="anyres",
+    summary="DeepSeek-VL2: best canvas of up to 9 384-px tiles, aspect-preserving grey-padded global view first, "
+            "a view separator, 2×2-merged 14×14 features with newlines",
+    reference="Wu et al. 2024, DeepSeek-VL2; deepseek-ai/DeepSeek-VL2 processing_deepseek_vl_v2.py",
+    params={
+        "candidate_tiles": ParamSpec("pairs", deepseek_candidates(9),
+                                     "candidate canvases as [w, h] in tiles, in the config's order"),
+        "cropping": ParamSpec("bool", True, "tile the image; the reference turns this off for prompts with more "
+                                            "than 2 images"),
+        "tile_size": ParamSpec("int", 384, "vision encoder input side", min=14, max=2048),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+        "downsample_ratio": ParamSpec("int", 2, "space-to-depth merge factor of the projector", min=1, max=8),
+    },
+    budget="candidate_tiles: the candidate canvases restricted to at most k tiles",
+    planner=_deepseek_plan,
+    knob=BudgetKnob("candidate_tiles", "candidates with at most k tiles", _candidate_subsets),
+))

@@ -1,0 +1,367 @@
+"""Resize-and-tile grids: the whole image is resized (aspect ratio not kept) to rows·T × cols·T and cut.
+
+UReader / DocOwl 1.5 (shape-adaptive anchors), InternVL (closest aspect ratio), Idefics3 / SmolVLM
+(longest edge, then round up to tiles), the naive fixed grid and LLaVA-Mini's quadrants. They differ
+in how the grid is chosen and where the global view goes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+from ..errors import PlanError
+from ..geometry import Plan, cut_canvas, make_tile, squashed_view, whole
+from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+
+
+def resized_grid_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, tile: int, per_view: int,
+                      token_grid: tuple[int, int], thumbnail: str | None, text_tokens: int = 0,
+                      stride: int | None = None, canvas: tuple[int, int] | None = None) -> Plan:
+    """Plan for an image resized to fill a rows × cols grid of `tile` px tiles, plus an optional squashed thumbnail."""
+    stride = stride or tile
+    canvas = canvas or ((cols - 1) * stride + tile, (rows - 1) * stride + tile)
+    content = (0, 0, canvas[0], canvas[1])
+    first = 1 if thumbnail == "first" else 0
+    tiles = cut_canvas(canvas, content, (w, h), rows, cols, (tile, tile), first, per_view, token_grid,
+                       stride=(stride, stride))
+    thumb = None
+    if thumbnail:
+        thumb = squashed_view(0 if first else len(tiles), (w, h), (tile, tile), per_view, token_grid)
+    tokens = {"tiles": per_view * len(tiles)}
+    if thumb:
+        tokens = {"thumbnail": per_view, **tokens}
+    return Plan(name, p, (w, h), (rows, cols), canvas, tuple(tiles), thumb, thumbnail if thumb else None,
+                sum(tokens.values()), tokens, text_tokens=text_tokens, content_box=content)
+
+
+def _subsets(pairs: list[list[int]]) -> list[list[list[int]]]:
+    sizes = sorted({a * b for a, b in pairs})
+    return [[ab for ab in pairs if ab[0] * ab[1] <= k] for k in sizes]
+
+
+# ---------------------------------------------------------------------------------------------
+# UReader / DocOwl 1.5
+
+
+def _f32(x: float) -> float:
+    """Round to float32: the reference scores anchors with int64 tensors that become float32."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _iou_f32(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """IoU of boxes [0, 0, w, h] anchored at the origin, as torchvision-style box_iou computes it in float32."""
+    inter = min(a[0], b[0]) * min(a[1], b[1])
+    union = a[0] * a[1] + b[0] * b[1] - inter
+    return _f32(_f32(inter) / _f32(_f32(union) + _f32(1e-5)))
+
+
+def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
+    """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
+    best, best_score = 0, -math.inf
+    ratio = _f32(h / w)
+    for i, (r, c) in enumerate(anchors):
+        aw, ah = c * tile, r * tile
+        shape_h = int(_f32(ratio * _f32(aw)))  # assigned into an int64 tensor: truncation
+        score = _f32(_f32(_iou_f32((aw, ah), (aw, shape_h)) * 100) + _iou_f32((aw, ah), (w, h)))
+        if score > best_score:
+            best, best_score = i, score
+    return best
+
+
+UREADER_ANCHORS = [
+    [1, 1], [1, 2], [2, 1], [1, 3], [3, 1], [1, 4], [2, 2], [4, 1], [1, 5], [5, 1], [1, 6], [2, 3], [3, 2],
+    [6, 1], [1, 7], [7, 1], [1, 8], [2, 4], [4, 2], [8, 1], [1, 9], [3, 3], [9, 1], [1, 10], [2, 5], [5, 2],
+    [10, 1], [1, 11], [11, 1], [2, 6], [3, 4], [4, 3], [6, 2], [2, 7], [7, 2], [3, 5], [5, 3], [2, 8], [4, 4],
+    [8, 2], [2, 9], [3, 6], [6, 3], [9, 2], [2, 10], [4, 5], [5, 4], [10, 2],
+]  # rows × cols, configs/sft/release.yaml order
+DOCOWL_GRID_9 = [
+    [1, 1], [1, 2], [2, 1], [1, 3], [3, 1], [2, 2], [1, 4], [4, 1], [1, 5], [5, 1], [1, 6], [6, 1], [2, 3],
+    [3, 2], [1, 7], [7, 1], [4, 2], [2, 4], [1, 8], [8, 1], [3, 3], [1, 9], [9, 1],
+]  # rows × cols, DocOwl1.5 processor.py grid_dict['grid_9']
+
+
+def _shape_adaptive_plan(name: str, markers: bool):
+    def planner(w: int, h: int, p: dict[str, Any]) -> Plan:
+        rows, cols = p["anchors"][anchor_rank(w, h, p["anchors"], p["tile_size"])]
+        g = math.isqrt(p["tokens_per_view"])
+        grid = (g, g) if g * g == p["tokens_per_view"] else (1, p["tokens_per_view"])
+        # DocOwl 1.5 puts <global_img> / <crop_img_row{r}_col{c}> before each view's <|image|>
+        text = (rows * cols + 1) if markers else 0
+        return resized_grid_plan(name, w, h, p, rows, cols, p["tile_size"], p["tokens_per_view"], grid, "first",
+                                 text_tokens=text)
+    return planner
+
+
+for _name, _anchors, _tile, _tokens, _summary, _ref in (
+    ("ureader", UREADER_ANCHORS, 224, 65,
+     "UReader shape-adaptive cropping: the anchor grid (≤ 20 tiles of 224 px) that best matches shape, then "
+     "size; image stretched onto it; squashed global view first; 65 tokens per view",
+     "Ye et al. 2023, UReader; X-PLUG/mPLUG-DocOwl UReader doc_processor.py anchor_rank, configs/sft/release.yaml"),
+    ("docowl-1.5", DOCOWL_GRID_9, 448, 256,
+     "DocOwl 1.5: shape-adaptive cropping over ≤ 9 tiles of 448 px, squashed global view first, H-Reducer to "
+     "256 tokens per view, crop-position text markers",
+     "Hu et al. 2024, mPLUG-DocOwl 1.5; X-PLUG/mPLUG-DocOwl DocOwl1.5/mplug_docowl/processor.py"),
+):
+    register(StrategyInfo(
+        name=_name,
+        family="resize-and-tile",
+        summary=_summary,
+        reference=_ref,
+        params={
+            "anchors": ParamSpec("pairs", _anchors, "candidate grids as [rows, cols], in the reference's order"),
+            "tile_size": ParamSpec("int", _tile, "vision encoder input side", min=14, max=4096),
+            "tokens_per_view": ParamSpec("int", _tokens, "visual tokens per view after the model's compression",
+                                         min=1, max=10**5),
+        },
+        budget="anchors: the anchor list restricted to grids of at most k tiles",
+        planner=_shape_adaptive_plan(_name, markers=_name == "docowl-1.5"),
+        knob=BudgetKnob("anchors", "anchors with at most k tiles", lambda p, n: _subsets(p["anchors"])),
+    ))
+
+
+# ---------------------------------------------------------------------------------------------
+# InternVL
+
+
+def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(cols, rows) closest in aspect ratio; on a tie the bigger grid wins only if the image has the pixels."""
+    candidates = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
+                  if min_tiles <= c * r <= max_tiles]
+    candidates.sort(key=lambda cr: cr[0] * cr[1])
+    aspect, area = w / h, w * h
+    best, best_diff = (1, 1), math.inf
+    for c, r in candidates:
+        diff = abs(aspect - c / r)
+        if diff < best_diff:
+            best, best_diff = (c, r), diff
+        elif diff == best_diff and area > 0.5 * tile * tile * c * r:
+            best = (c, r)
+    return best
+
+
+def _internvl_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t = p["tile_size"]
+    cols, rows = internvl_grid(w, h, t, p["min_tiles"], p["max_tiles"])
+    g = math.isqrt(p["tokens_per_view"])
+    grid = (g, g) if g * g == p["tokens_per_view"] else (1, p["tokens_per_view"])
+    thumb = "last" if p["thumbnail"] and rows * cols != 1 else None
+    return resized_grid_plan("internvl", w, h, p, rows, cols, t, p["tokens_per_view"], grid, thumb, text_tokens=2)
+
+
+def _check_internvl(p: dict[str, Any]) -> None:
+    if p["min_tiles"] > p["max_tiles"]:
+        raise PlanError(f"internvl: min_tiles ({p['min_tiles']}) must not exceed max_tiles ({p['max_tiles']})")
+
+
+register(StrategyInfo(
+    name="internvl",
+    family="resize-and-tile",
+    summary="InternVL dynamic tiling: the grid of ≤ 12 448-px tiles closest to the image's aspect ratio, image "
+            "stretched onto it, squashed thumbnail last (none for 1×1); 256 tokens per view",
+    reference="Chen et al. 2024, InternVL 1.5; OpenGVLab/InternVL dataset.py dynamic_preprocess, transformers "
+              "models/got_ocr2 get_optimal_tiled_canvas",
+    params={
+        "min_tiles": ParamSpec("int", 1, "fewest tiles", min=1, max=64),
+        "max_tiles": ParamSpec("int", 12, "most tiles (model-card default; training used 6, checkpoints carry "
+                                          "max_dynamic_patch)", min=1, max=64),
+        "thumbnail": ParamSpec("bool", True, "append the squashed whole image when the grid is not 1×1"),
+        "tile_size": ParamSpec("int", 448, "vision encoder input side", min=14, max=4096),
+        "tokens_per_view": ParamSpec("int", 256, "tokens per view after pixel shuffle ((448/14)² / 4)",
+                                     min=1, max=10**5),
+    },
+    budget="max_tiles",
+    planner=_internvl_plan,
+    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65), monotone=False),
+    check=_check_internvl,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# Idefics3 / SmolVLM
+
+MAX_IMAGE_SIZE = 4096  # transformers' Idefics3 cap on the resized longest edge
+
+
+def idefics3_sizes(w: int, h: int, longest_edge: int, tile: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((w1, h1) after the longest-edge resize, (w2, h2) after rounding up to whole tiles)."""
+    aspect = w / h
+    if w >= h:
+        w1, h1 = longest_edge, int(longest_edge / aspect)
+        h1 += h1 % 2
+    else:
+        h1, w1 = longest_edge, int(longest_edge * aspect)
+        w1 += w1 % 2
+    w1, h1 = max(w1, 1), max(h1, 1)
+    aspect = w1 / h1
+    if w1 >= h1 and w1 > MAX_IMAGE_SIZE:
+        w1, h1 = MAX_IMAGE_SIZE, max(int(MAX_IMAGE_SIZE / aspect), 1)
+    elif h1 > w1 and h1 > MAX_IMAGE_SIZE:
+        h1, w1 = MAX_IMAGE_SIZE, max(int(MAX_IMAGE_SIZE * aspect), 1)
+    aspect = w1 / h1
+    if w1 >= h1:
+        w2 = math.ceil(w1 / tile) * tile
+        h2 = math.ceil(int(w2 / aspect) / tile) * tile
+    else:
+        h2 = math.ceil(h1 / tile) * tile
+        w2 = math.ceil(int(h2 * aspect) / tile) * tile
+    return (w1, h1), (w2, h2)
+
+
+def _idefics_plan(name: str):
+    def planner(w: int, h: int, p: dict[str, Any]) -> Plan:
+        t, n = p["tile_size"], p["tokens_per_tile"]
+        g = math.isqrt(n)
+        grid = (g, g) if g * g == n else (1, n)
+        _, (w2, h2) = idefics3_sizes(w, h, p["longest_edge"], t)
+        if w2 < 1 or h2 < 1:
+            raise PlanError(f"{name}: a {w}×{h} image rounds to an empty {w2}×{h2} image at longest_edge "
+                            f"{p['longest_edge']}")
+        if p["do_image_splitting"] and (w2 > t or h2 > t):
+            rows, cols = h2 // t, w2 // t
+            # per row: rows·(cols·(<fake><row_r_col_c>) + '\n'), then '\n<fake><global-img>' … '<fake>'
+            return resized_grid_plan(name, w, h, p, rows, cols, t, n, grid, "last",
+                                     text_tokens=3 + rows * (2 * cols + 1), canvas=(w2, h2))
+        tile = make_tile(0, 0, 0, whole((w, h)), (t, t), n, grid)
+        return Plan(name, p, (w, h), (1, 1), None, (tile,), None, None, n, {"tiles": n}, text_tokens=3)
+    return planner
+
+
+for _name, _edge, _tile, _tokens, _summary in (
+    ("idefics3", 1456, 364, 169,
+     "Idefics3: longest edge resized to 1456 (up or down), rounded up to whole 364-px tiles, global view last; "
+     "169 tokens per view"),
+    ("smolvlm", 1536, 384, 81,
+     "SmolVLM: Idefics3's splitting with 384-px tiles and longest edge 1536 (SmolVLM2-256M/500M: 2048/512/64); "
+     "81 tokens per view"),
+):
+    register(StrategyInfo(
+        name=_name,
+        family="resize-and-tile",
+        summary=_summary,
+        reference="Laurençon et al. 2024, Idefics3 / Marafioti et al. 2025, SmolVLM; transformers models/idefics3 "
+                  "image_processing_pil_idefics3.py",
+        params={
+            "longest_edge": ParamSpec("int", _edge, "the image's longest edge is resized to this (size.longest_edge)",
+                                      min=1, max=MAX_IMAGE_SIZE),
+            "tile_size": ParamSpec("int", _tile, "tile side (max_image_size.longest_edge)", min=14, max=4096),
+            "tokens_per_tile": ParamSpec("int", _tokens, "tokens per view after pixel shuffle (image_seq_len)",
+                                         min=1, max=10**5),
+            "do_image_splitting": ParamSpec("bool", True, "split into tiles; False = one squashed view"),
+        },
+        budget="longest_edge, in whole tiles",
+        planner=_idefics_plan(_name),
+        knob=BudgetKnob("longest_edge", "longest edge in tiles",
+                        lambda p, n: [k * p["tile_size"] for k in range(1, MAX_IMAGE_SIZE // p["tile_size"] + 1)],
+                        monotone=True),
+    ))
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive fixed grid (teaching baseline, no reference code)
+
+
+def _fixed_grid_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t, o = p["tile_size"], p["overlap"]
+    side = math.isqrt(p["max_tiles"])
+    rows = p["rows"] if p["rows"] is not None else min(math.ceil(h / t), side)
+    cols = p["cols"] if p["cols"] is not None else min(math.ceil(w / t), side)
+    if rows * cols > p["max_tiles"]:
+        raise PlanError(f"fixed-grid: rows × cols = {rows}×{cols} = {rows * cols} tiles exceeds max_tiles="
+                        f"{p['max_tiles']}; lower rows/cols or raise max_tiles")
+    stride = t - o
+    g = t // p["patch_size"]
+    per_view = g * g
+    extent = ((cols - 1) * stride + t, (rows - 1) * stride + t)
+    thumbnail = "last" if p["thumbnail"] else None
+    if p["resize"]:
+        return resized_grid_plan("fixed-grid", w, h, p, rows, cols, t, per_view, (g, g), thumbnail,
+                                 stride=stride, canvas=extent)
+    if (cols - 1) * stride >= w or (rows - 1) * stride >= h:
+        raise PlanError(f"fixed-grid: a {rows}×{cols} grid of {t}-px tiles (stride {stride}) leaves whole tiles "
+                        f"outside a {w}×{h} image; use fewer rows/cols or resize=True")
+    # Tiles are cut from the original pixels; a tile running past the edge is zero-padded there.
+    content = (0, 0, w, h)
+    first = 0
+    tiles = cut_canvas(extent, content, (w, h), rows, cols, (t, t), first, per_view, (g, g), stride=(stride, stride))
+    covered = (min(w, extent[0]), min(h, extent[1]))
+    notes = ()
+    if covered != (w, h):
+        notes = (f"the clamped {rows}×{cols} grid covers only {covered[0]}×{covered[1]} of the {w}×{h} image",)
+    thumb = squashed_view(len(tiles), (w, h), (t, t), per_view, (g, g)) if thumbnail else None
+    tokens = {"tiles": per_view * len(tiles), **({"thumbnail": per_view} if thumb else {})}
+    return Plan("fixed-grid", p, (w, h), (rows, cols), extent, tuple(tiles), thumb, thumbnail, sum(tokens.values()),
+                tokens, content_box=content, notes=notes)
+
+
+def _check_fixed_grid(p: dict[str, Any]) -> None:
+    t = p["tile_size"]
+    if not 0 <= p["overlap"] <= t / 2:
+        raise PlanError(f"fixed-grid: overlap must be between 0 and tile_size/2 = {t // 2} px, got {p['overlap']}")
+
+
+register(StrategyInfo(
+    name="fixed-grid",
+    family="fixed grid",
+    summary="Naive fixed grid: cut the original pixels into 336-px tiles (or resize onto the grid), optional "
+            "overlap and squashed thumbnail last; 576 tokens per view",
+    reference="the 'LLaVA Image Grid Slicing Strategy' write-up (teaching baseline; no reference code)",
+    params={
+        "tile_size": ParamSpec("int", 336, "tile side", min=14, max=4096),
+        "rows": ParamSpec("int", None, "grid rows; None = ceil(height / tile_size), clamped", min=1, max=64,
+                          nullable=True),
+        "cols": ParamSpec("int", None, "grid columns; None = ceil(width / tile_size), clamped", min=1, max=64,
+                          nullable=True),
+        "max_tiles": ParamSpec("int", 16, "most tiles; the automatic grid clamps each side to floor(√max_tiles)",
+                               min=1, max=1024),
+        "overlap": ParamSpec("int", 0, "pixels shared by neighbouring tiles (stride = tile_size − overlap)",
+                             min=0, max=2048),
+        "resize": ParamSpec("bool", False, "resize the whole image onto the grid first (aspect not kept)"),
+        "thumbnail": ParamSpec("bool", False, "append the whole image squashed to one tile, last"),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+    },
+    budget="max_tiles",
+    planner=_fixed_grid_plan,
+    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(1, 257), monotone=False),
+    check=_check_fixed_grid,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# LLaVA-Mini
+
+
+def _llava_mini_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t = p["tile_size"]
+    g = t // p["patch_size"]
+    tiles = []
+    for r in range(2):
+        for c in range(2):
+            box = (c * w / 2, r * h / 2, (c + 1) * w / 2, (r + 1) * h / 2)
+            tiles.append(make_tile(1 + len(tiles), r, c, box, (t, t), 0, (g, g)))
+    thumb = make_tile(0, -1, -1, whole((w, h)), (t, t), 0, (g, g))
+    n = p["compression_tokens"]
+    note = (f"5 views × {g * g} = {5 * g * g} vision features go into the modality pre-fusion module and the query "
+            f"compressor; the LLM receives {n} visual token{'s' if n != 1 else ''}",)
+    return Plan("llava-mini", p, (w, h), (2, 2), None, tuple(tiles), thumb, "first", n, {"compressed": n},
+                notes=note)
+
+
+register(StrategyInfo(
+    name="llava-mini",
+    family="fixed grid",
+    summary="LLaVA-Mini high resolution: 2×2 quadrants plus the whole image at 336 px, all 5×576 features "
+            "compressed to 1 visual token for the LLM",
+    reference="Zhang et al. 2025, LLaVA-Mini (ictnlp/LLaVA-Mini)",
+    params={
+        "compression_tokens": ParamSpec("int", 1, "visual tokens the query compressor outputs (paper headline: 1)",
+                                        min=1, max=4096),
+        "tile_size": ParamSpec("int", 336, "vision encoder input side", min=14, max=4096),
+        "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
+    },
+    budget="compression_tokens",
+    planner=_llava_mini_plan,
+    knob=BudgetKnob("compression_tokens", "compressed tokens", lambda p, n: range(1, min(n, 4096) + 1),
+                    monotone=True),
+))

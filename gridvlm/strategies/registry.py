@@ -1,0 +1,250 @@
+"""One dict of strategies, their parameter specs, and the two entry points ``plan`` and ``fit_budget``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import PlanError
+from ..geometry import Plan
+
+MAX_SIDE = 1_000_000  # px; any real image is smaller, and the integer maths stays exact far beyond it
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a strategy: its type, default (the reference checkpoint's value) and valid range."""
+
+    kind: str  # "int", "float", "bool", "str" or "pairs" (a list of [a, b] positive int pairs)
+    default: Any
+    help: str
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False  # None is a valid value (meaning stated in help)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "default": self.default,
+            "help": self.help,
+            "choices": None if self.choices is None else list(self.choices),
+            "min": self.min,
+            "max": self.max,
+            "nullable": self.nullable,
+        }
+
+
+@dataclass(frozen=True)
+class BudgetKnob:
+    """The parameter `fit_budget` moves, and the values it may take for a given token budget.
+
+    `values(params, max_tokens)` lists candidate values from the smallest setting to the largest.
+    When `monotone` is true the token count never falls as the value grows, so a binary search is used.
+    """
+
+    param: str
+    description: str
+    values: Callable[[dict[str, Any], int], Sequence[Any]]
+    monotone: bool = False
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    name: str
+    family: str
+    summary: str
+    reference: str
+    params: dict[str, ParamSpec]
+    budget: str  # what fit_budget moves, in words
+    planner: Callable[[int, int, dict[str, Any]], Plan] = field(repr=False, compare=False)
+    knob: BudgetKnob | None = field(default=None, repr=False, compare=False)
+    check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: spec.default for name, spec in self.params.items()}
+
+
+_REGISTRY: dict[str, StrategyInfo] = {}
+
+
+def register(info: StrategyInfo) -> StrategyInfo:
+    if info.name in _REGISTRY:
+        raise RuntimeError(f"strategy {info.name!r} registered twice")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_strategies() -> list[str]:
+    """Registered strategy names, in registration order (stable)."""
+    return list(_REGISTRY)
+
+
+def strategy_info(name: str) -> StrategyInfo:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise PlanError(f"unknown strategy {name!r}; known strategies: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def image_size_of(image_or_size: Any) -> tuple[int, int]:
+    """(w, h) from a size pair or a PIL image (its upright size: EXIF rotations 5–8 swap the sides)."""
+    if hasattr(image_or_size, "size") and hasattr(image_or_size, "getexif"):
+        w, h = image_or_size.size
+        try:
+            orientation = image_or_size.getexif().get(0x0112, 1)
+        except Exception:  # a broken EXIF block does not change the pixel size
+            orientation = 1
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+        return _check_size((w, h))
+    return _check_size(image_or_size)
+
+
+def _check_size(size: Any) -> tuple[int, int]:
+    try:
+        w, h = size
+    except (TypeError, ValueError):
+        raise PlanError(f"image size must be (width, height) in pixels or a PIL image, got {size!r}") from None
+    for name, v in (("width", w), ("height", h)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+            raise PlanError(f"image {name} must be a whole number of pixels, got {v!r}")
+        if not 1 <= v <= MAX_SIDE:
+            raise PlanError(f"image {name} must be between 1 and {MAX_SIDE:,} pixels, got {v!r}")
+    return int(w), int(h)
+
+
+def resolve_params(info: StrategyInfo, params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, every value checked against its spec; PlanError names what would work."""
+    unknown = sorted(set(params) - set(info.params))
+    if unknown:
+        known = ", ".join(info.params) or "none"
+        raise PlanError(f"{info.name}: unknown parameter(s) {', '.join(unknown)}; its parameters are: {known}")
+    resolved = {}
+    for name, spec in info.params.items():
+        value = params.get(name, spec.default)
+        resolved[name] = _check_value(info.name, name, spec, value)
+    if info.check is not None:
+        info.check(resolved)
+    return resolved
+
+
+def _check_value(strategy: str, name: str, spec: ParamSpec, value: Any) -> Any:
+    where = f"{strategy}: parameter {name}"
+    if value is None:
+        if spec.nullable:
+            return None
+        raise PlanError(f"{where} cannot be None ({spec.help})")
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise PlanError(f"{where} must be true or false, got {value!r}")
+        return value
+    if spec.kind == "str":
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
+            raise PlanError(f"{where} must be one of {', '.join(map(repr, spec.choices))}, got {value!r}")
+        return value
+    if spec.kind == "pairs":
+        return _check_pairs(where, value)
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise PlanError(f"{where} must be a whole number, got {value!r}")
+        value = int(value)
+    elif spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PlanError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    if spec.choices is not None and value not in spec.choices:
+        raise PlanError(f"{where} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        raise PlanError(f"{where} must be between {spec.min} and {spec.max}, got {value!r}")
+    return value
+
+
+def _check_pairs(where: str, value: Any) -> list[list[int]]:
+    try:
+        pairs = [list(p) for p in value]
+    except TypeError:
+        raise PlanError(f"{where} must be a list of [a, b] pairs, got {value!r}") from None
+    if not pairs:
+        raise PlanError(f"{where} must not be empty")
+    for p in pairs:
+        if len(p) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in p):
+            raise PlanError(f"{where} must hold pairs of positive whole numbers, got {p!r}")
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def plan(image_or_size: Any, strategy: str, **params: Any) -> Plan:
+    """The plan `strategy` makes for an image: views, boxes, token counts, exactly as its reference."""
+    info = strategy_info(strategy)
+    w, h = image_size_of(image_or_size)
+    resolved = resolve_params(info, params)
+    try:
+        return info.planner(w, h, resolved)
+    except (ZeroDivisionError, OverflowError) as exc:  # a degenerate size the reference cannot handle either
+        raise PlanError(f"{strategy} cannot plan a {w}×{h} image with {resolved}: {exc}") from None
+
+
+def fit_budget(image_or_size: Any, strategy: str, max_tokens: int, **params: Any) -> Plan:
+    """The plan with the most visual tokens that is still ``<= max_tokens``, moving the strategy's knob."""
+    info = strategy_info(strategy)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise PlanError(f"max_tokens must be a positive whole number, got {max_tokens!r}")
+    size = image_size_of(image_or_size)
+    knob = info.knob
+    if knob is None:
+        found = plan(size, strategy, **params)
+        if found.token_count > max_tokens:
+            raise PlanError(
+                f"{strategy} always uses {found.token_count} visual tokens for a {size[0]}×{size[1]} image; "
+                f"max_tokens={max_tokens} is below that"
+            )
+        return found
+    if knob.param in params:
+        raise PlanError(f"{strategy}: fit_budget sets {knob.param} itself; leave it out")
+    base = resolve_params(info, params)
+    values = knob.values(base, max_tokens)
+
+    def attempt(value: Any) -> Plan | None:
+        try:
+            return plan(size, strategy, **{**params, knob.param: value})
+        except PlanError:
+            return None
+
+    best = _search(values, attempt, max_tokens, knob.monotone)
+    if best is None:
+        smallest = next((p for p in map(attempt, values) if p is not None), None)
+        minimum = f"its smallest setting needs {smallest.token_count}" if smallest else "no setting is valid"
+        raise PlanError(
+            f"{strategy} cannot fit a {size[0]}×{size[1]} image into {max_tokens} visual tokens by moving "
+            f"{knob.param}: {minimum}"
+        )
+    return best
+
+
+def _search(values: Sequence[Any], attempt, max_tokens: int, monotone: bool) -> Plan | None:
+    if not monotone:
+        best = None
+        for value in values:
+            found = attempt(value)
+            if found is not None and found.token_count <= max_tokens:
+                if best is None or found.token_count > best.token_count:
+                    best = found
+        return best
+    lo, hi, best = 0, len(values) - 1, None
+    while lo <= hi:  # largest index whose plan fits
+        mid = (lo + hi) // 2
+        found = attempt(values[mid])
+        if found is not None and found.token_count <= max_tokens:
+            best, lo = found, mid + 1
+        else:
+            hi = mid - 1
+    return best
