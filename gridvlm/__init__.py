@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_image": "imaging",
     "image_size": "imaging",
-    "views": "imaging",
-    "pixel_values": "imaging",
+    "views": "pixels",
+    "pixel_values": "pixels",
     "pack": "packing",
     "Packing": "packing",
 }
