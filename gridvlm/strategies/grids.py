@@ -360,8 +360,8 @@ register(StrategyInfo(
         "tile_size": ParamSpec("int", 336, "vision encoder input side", min=14, max=4096),
         "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
     },
-    budget="compression_tokens",
+    budget="compression_tokens, at most one per vision feature of a view",
     planner=_llava_mini_plan,
-    knob=BudgetKnob("compression_tokens", "compressed tokens", lambda p, n: range(1, min(n, 4096) + 1),
+    knob=BudgetKnob("compression_tokens", "compressed tokens", lambda p, n: range(1, min(n, (p["tile_size"] // p["patch_size"]) ** 2) + 1),
                     monotone=True),
 ))

@@ -1,0 +1,141 @@
+"""python -m gridvlm plan|compare|pack — the planning API on the command line.
+
+Bad input prints one line on stderr and exits with status 2; there is never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any, Sequence
+
+from . import fit_budget, list_strategies, plan
+from .errors import GridVLMError, PlanError
+from .strategies import image_size_of
+
+_SIZE = re.compile(r"^(\d+)[x×](\d+)$")
+
+
+def image_size_arg(text: str) -> tuple[int, int]:
+    """An image path (only its header is read) or a size written WxH."""
+    match = _SIZE.match(text)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    from .imaging import image_size
+
+    return image_size(text)
+
+
+def param_arg(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE is read as JSON (numbers, true/false, null, lists), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise PlanError(f"--param expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def plan_table(p) -> str:
+    w, h = p.image_size
+    lines = [
+        f"{p.strategy}  {w}×{h}  grid {p.grid[0]}×{p.grid[1]}  views {p.num_views}  visual tokens {p.token_count}"
+        + (f"  (+{p.text_tokens} text)" if p.text_tokens else ""),
+        "  tokens: " + ", ".join(f"{k} {v}" for k, v in p.tokens.items()),
+        f"  {'view':>4} {'row,col':>7} {'box in original (x0,y0,x1,y1)':>34} {'input':>11} {'pad':>5} {'tokens':>6}",
+    ]
+    for v in p.views:
+        where = "global" if v.is_thumbnail else f"{v.row},{v.col}"
+        box = "(" + ", ".join(f"{c:.1f}" for c in v.box) + ")"
+        size = f"{v.input_size[0]}×{v.input_size[1]}"
+        lines.append(f"  {v.index:>4} {where:>7} {box:>34} {size:>11} {v.padding:>5.0%} {v.token_count:>6}")
+    lines += [f"  note: {n}" for n in p.notes]
+    return "\n".join(lines)
+
+
+def compare_rows(size: tuple[int, int], max_tokens: int | None) -> tuple[list, list[str]]:
+    size = image_size_of(size)  # a bad size is the user's mistake, not every strategy's refusal
+    plans, refused = [], []
+    for name in list_strategies():
+        try:
+            plans.append(fit_budget(size, name, max_tokens) if max_tokens else plan(size, name))
+        except PlanError as exc:
+            refused.append(f"{name}: {exc}")
+    return plans, refused
+
+
+def compare_table(plans, refused) -> str:
+    lines = [f"{'strategy':<16} {'grid':>6} {'views':>5} {'tokens':>7} {'pixels/token':>12}"]
+    for p in plans:
+        ppt = p.image_size[0] * p.image_size[1] / p.token_count if p.token_count else float("inf")
+        lines.append(f"{p.strategy:<16} {p.grid[0]:>3}×{p.grid[1]:<2} {p.num_views:>5} {p.token_count:>7} {ppt:>12.1f}")
+    lines += [f"not possible: {r}" for r in refused]
+    return "\n".join(lines)
+
+
+def pack_table(packing) -> str:
+    lines = [f"{len(packing.sequences)} sequence(s) of {packing.max_seq_len}, utilisation {packing.utilization:.1%}, "
+             f"padding {packing.padding_tokens} tokens"]
+    for i, seq in enumerate(packing.sequences):
+        parts = ", ".join(f"image {idx}: {n}" for idx, n in seq)
+        lines.append(f"  sequence {i}: {parts}  (length {packing.lengths[i]})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gridvlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="how one strategy slices an image")
+    p.add_argument("image", help="image path, or a size as WxH")
+    p.add_argument("--strategy", default="llava-next", help=f"one of: {', '.join(list_strategies())}")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a strategy parameter")
+    p.add_argument("--max-tokens", type=int, default=None, help="fit the plan into this many visual tokens")
+    p.add_argument("--json", action="store_true", help="print Plan.to_dict() as JSON")
+    c = sub.add_parser("compare", help="every strategy on one image")
+    c.add_argument("image", help="image path, or a size as WxH")
+    c.add_argument("--max-tokens", type=int, default=None, help="an equal token budget for every strategy")
+    c.add_argument("--json", action="store_true")
+    k = sub.add_parser("pack", help="NaViT packing of several images")
+    k.add_argument("images", nargs="+", help="image paths, or sizes as WxH")
+    k.add_argument("--max-seq-len", type=int, required=True)
+    k.add_argument("--patch-size", type=int, default=16)
+    k.add_argument("--order", default="given", choices=("given", "first-fit-decreasing"))
+    k.add_argument("--json", action="store_true")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits with 2 and a usage line on bad flags
+    try:
+        if args.command == "plan":
+            size = image_size_arg(args.image)
+            params = dict(param_arg(t) for t in args.param)
+            if args.max_tokens is not None:
+                result = fit_budget(size, args.strategy, args.max_tokens, **params)
+            else:
+                result = plan(size, args.strategy, **params)
+            print(json.dumps(result.to_dict(), indent=2) if args.json else plan_table(result))
+        elif args.command == "compare":
+            plans, refused = compare_rows(image_size_arg(args.image), args.max_tokens)
+            if args.json:
+                print(json.dumps([p.to_dict() for p in plans], indent=2))
+            else:
+                print(compare_table(plans, refused))
+        else:
+            from .packing import pack
+
+            packing = pack([image_size_arg(i) for i in args.images], args.max_seq_len, patch_size=args.patch_size,
+                           order=args.order)
+            print(json.dumps(packing.to_dict(), indent=2) if args.json else pack_table(packing))
+    except GridVLMError as exc:
+        print(f"gridvlm: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
