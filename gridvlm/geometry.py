@@ -233,10 +233,12 @@ def cut_canvas(
     token_grid: tuple[int, int],
     stride: Size | None = None,
     input_size: Size | None = None,
+    tokens_of=None,
 ) -> list[Tile]:
     """Row-major tiles of `tile_size` cut from a canvas that holds the resized image at `content`.
 
-    `stride` defaults to the tile size (no overlap); `input_size` to the tile size.
+    `stride` defaults to the tile size (no overlap); `input_size` to the tile size;
+    `tokens_of(row, col)`, when given, overrides `tokens_per_tile` for tiles that keep fewer features.
     """
     tw, th = tile_size
     sx, sy = stride or tile_size
@@ -253,7 +255,7 @@ def cut_canvas(
                     col=c,
                     box=canvas_to_original(cbox, content_f, image_size),
                     input_size=size_in,
-                    token_count=tokens_per_tile,
+                    token_count=tokens_per_tile if tokens_of is None else tokens_of(r, c),
                     token_grid=token_grid,
                     canvas_box=cbox,
                     content_box=content_in_view(cbox, content_f, size_in),

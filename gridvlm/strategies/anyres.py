@@ -8,7 +8,6 @@ tile features become LLM tokens (unpadding, bilinear pooling, newlines, 2×2 spa
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from ..errors import PlanError
@@ -108,9 +107,9 @@ def _anyres_plan(name: str, w: int, h: int, p: dict[str, Any], max_features_tile
     per_col = _kept_per_band(cols, g, pad_c, feat_cols, out_cols)
 
     thumb = squashed_view(0, (w, h), (t, t), g * g, (g, g))
-    tiles = cut_canvas((cw, ch), content, (w, h), rows, cols, (t, t), 1, g * g, (g, g))
     # Unpadding (and pooling) leaves each tile a different share of its g×g features.
-    tiles = [replace(tile, token_count=per_row[tile.row] * per_col[tile.col]) for tile in tiles]
+    tiles = cut_canvas((cw, ch), content, (w, h), rows, cols, (t, t), 1, g * g, (g, g),
+                       tokens_of=lambda r, c: per_row[r] * per_col[c])
     grid_tokens = out_rows * out_cols
     return Plan(
         strategy=name,
