@@ -1,0 +1,438 @@
+"""Plotly figures from plans, packings and seams.
+
+Every figure is a ``plotly.graph_objects.Figure``. Plans are drawn in original-image pixels (x right, y down);
+an image is never embedded at full resolution: ``preview`` shrinks it (≤ 1024 px long side, JPEG) and the plan's
+coordinates are mapped onto it by the ratio of sizes. Shapes and traces carry ``name``s so the app and the tests
+can find them: ``"tile r,c"`` (one rectangle shape and one hover trace per tile), ``"global view"``,
+``"padding"``, ``"seam"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from gridvlm.geometry import Box, Plan, Tile, area
+from gridvlm.metrics import as_pil_image
+
+PALETTE = qualitative.Dark24 + qualitative.Light24
+PADDING_FILL = "rgba(120, 120, 120, 0.22)"
+SEAM_COLORSCALE = "Turbo"  # dark blue (cuts nothing) to dark red (cuts text/edges)
+SEAM_CMAX = 3.0  # seam energy at the top of the colour scale (3× the image's mean gradient)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def preview(image: Any, max_side: int = 1024):
+    """An RGB PIL copy of `image` (PIL image or uint8 array ``(H, W, 3)``/``(H, W)``), at most `max_side` px long."""
+    from PIL import Image
+
+    small = as_pil_image(image).convert("RGB")  # always a copy: thumbnail() below never touches the caller's image
+    if max(small.size) > max_side:
+        small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return small
+
+
+def _data_uri(image, quality: int = 82) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _encoded(image: Any, max_side: int) -> tuple[str, tuple[int, int]]:
+    """``(JPEG data URI, (w, h))`` of the preview; pass the result around to encode an image once."""
+    if isinstance(image, tuple):
+        return image
+    small = preview(image, max_side)
+    return _data_uri(small), small.size
+
+
+def _image_trace(image: Any, image_size: tuple[int, int], max_side: int) -> go.Image:
+    """The preview as an image trace spanning ``[0, W] × [0, H]`` in original pixels."""
+    uri, (pw, ph) = _encoded(image, max_side)
+    dx, dy = image_size[0] / pw, image_size[1] / ph
+    # x0/y0 are the centre of the first pixel
+    return go.Image(source=uri, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip", name="image")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plan overlays
+
+
+def view_footprint(view: Tile) -> Box | None:
+    """The whole input of a view (padding included) mapped to original pixels; None for an empty box.
+
+    The view's ``content_box`` (input pixels) lands on its ``box`` (original pixels); the same affine map takes
+    the full ``(0, 0, input w, input h)`` to the footprint, which extends past the image where the view is padded.
+    """
+    (bx0, by0, bx1, by1), (cx0, cy0, cx1, cy1) = view.box, view.content_box
+    if min(bx1 - bx0, by1 - by0, cx1 - cx0, cy1 - cy0) <= 0:
+        return None
+    sx, sy = (bx1 - bx0) / (cx1 - cx0), (by1 - by0) / (cy1 - cy0)
+    x0, y0 = bx0 - cx0 * sx, by0 - cy0 * sy
+    return (x0, y0, x0 + view.input_size[0] * sx, y0 + view.input_size[1] * sy)
+
+
+def _minus(outer: Box, inner: Box) -> list[Box]:
+    """`outer` with `inner` cut out, as up to four rectangles (top, bottom, left, right)."""
+    ox0, oy0, ox1, oy1 = outer
+    ix0, iy0 = max(ox0, inner[0]), max(oy0, inner[1])
+    ix1, iy1 = min(ox1, inner[2]), min(oy1, inner[3])
+    if ix1 <= ix0 or iy1 <= iy0:
+        return [outer]
+    parts = [(ox0, oy0, ox1, iy0), (ox0, iy1, ox1, oy1), (ox0, iy0, ix0, iy1), (ix1, iy0, ox1, iy1)]
+    return [p for p in parts if area(p) > 1e-9]
+
+
+def _scale_text(view: Tile) -> str:
+    bw, bh = view.box[2] - view.box[0], view.box[3] - view.box[1]
+    cw, ch = view.content_box[2] - view.content_box[0], view.content_box[3] - view.content_box[1]
+    if min(bw, bh) <= 0:
+        return "empty box"
+    return f"×{cw / bw:.3g} horizontally, ×{ch / bh:.3g} vertically"
+
+
+def _hover_text(view: Tile, label: str) -> str:
+    x0, y0, x1, y1 = view.box
+    return (
+        f"<b>{label}</b><br>"
+        f"box: ({x0:.1f}, {y0:.1f}) – ({x1:.1f}, {y1:.1f}) px, {x1 - x0:.1f}×{y1 - y0:.1f}<br>"
+        f"input: {view.input_size[0]}×{view.input_size[1]} px<br>"
+        f"scale: {_scale_text(view)}<br>"
+        f"padding: {100 * view.padding:.1f}%<br>"
+        f"tokens: {view.token_count} (grid {view.token_grid[0]}×{view.token_grid[1]})"
+    )
+
+
+def _tile_label(tile: Tile) -> str:
+    return f"{tile.row},{tile.col} · {tile.token_count} tok"
+
+
+def _add_overlay(
+    fig: go.Figure,
+    plan: Plan,
+    image: Any = None,
+    seams: Any = None,
+    show_seams: bool = True,
+    max_side: int = 1024,
+    row: int | None = None,
+    col: int | None = None,
+    labels: bool = True,
+) -> Box:
+    """Draw one plan (image, padding, tiles, global view, seams) into `fig`; returns the extent drawn."""
+    w, h = plan.image_size
+    where = {} if row is None else {"row": row, "col": col}
+    if image is not None:
+        fig.add_trace(_image_trace(image, plan.image_size, max_side), **where)
+    else:
+        fig.add_shape(
+            type="rect", x0=0, y0=0, x1=w, y1=h, name="image", layer="below",
+            line=dict(color="#444", width=1), fillcolor="rgba(230, 230, 230, 0.5)", **where,
+        )
+
+    extent = [0.0, 0.0, float(w), float(h)]
+    image_box = (0.0, 0.0, float(w), float(h))
+    for view in plan.views:
+        footprint = view_footprint(view)
+        if footprint is None:
+            continue
+        extent = [min(extent[0], footprint[0]), min(extent[1], footprint[1]),
+                  max(extent[2], footprint[2]), max(extent[3], footprint[3])]
+        for part in _minus(footprint, image_box):
+            fig.add_shape(
+                type="rect", x0=part[0], y0=part[1], x1=part[2], y1=part[3], name="padding",
+                line=dict(width=0), fillcolor=PADDING_FILL, **where,
+            )
+
+    line_width = 2 if len(plan.tiles) <= 16 else 1
+    for k, tile in enumerate(plan.tiles):
+        color = PALETTE[k % len(PALETTE)]
+        x0, y0, x1, y1 = tile.box
+        fig.add_shape(
+            type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name=f"tile {tile.row},{tile.col}",
+            line=dict(color=color, width=line_width), **where,
+        )
+        if labels:
+            fig.add_annotation(
+                x=x0, y=y0, text=_tile_label(tile), name=f"tile {tile.row},{tile.col}", showarrow=False,
+                xanchor="left", yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
+                borderpad=1, **where,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], name=f"tile {tile.row},{tile.col}",
+                mode="lines", line=dict(width=0, color=color), fill="toself", fillcolor=_alpha(color, 0.06),
+                hoveron="fills", hoverinfo="text", text=_hover_text(tile, f"tile {tile.row},{tile.col}"),
+                showlegend=False,
+            ),
+            **where,
+        )
+
+    if plan.thumbnail is not None:
+        t = plan.thumbnail
+        pad = 0.01 * max(w, h)
+        text = f"global view · {t.token_count} tok · {plan.thumbnail_position or ''}".rstrip(" ·")
+        fig.add_shape(
+            type="rect", x0=-pad, y0=-pad, x1=w + pad, y1=h + pad, name="global view",
+            line=dict(color="black", width=2, dash="dash"), **where,
+        )
+        if labels:
+            fig.add_annotation(
+                x=w + pad, y=h + pad, text=text, name="global view", showarrow=False, xanchor="right",
+                yanchor="top", font=dict(size=11), bgcolor="rgba(255, 255, 255, 0.85)", **where,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[w + pad], y=[h + pad], mode="markers", marker=dict(size=8, color="black", symbol="square"),
+                name="global view", hoverinfo="text", text=_hover_text(t, "global view"), showlegend=False,
+            ),
+            **where,
+        )
+
+    if seams is not None and show_seams:
+        _add_seams(fig, seams, where)
+    return tuple(extent)
+
+
+def _add_seams(fig: go.Figure, seams: Any, where: dict) -> None:
+    """Seams as line shapes above the tile outlines, plus one marker per seam (its midpoint) that carries the
+    hover text and the colour bar."""
+    segments = list(getattr(seams, "segments", seams))
+    if not segments:
+        return
+    energies = [s[4] for s in segments]
+    colors = sample_colorscale(SEAM_COLORSCALE, [min(1.0, max(0.0, e / SEAM_CMAX)) for e in energies])
+    for (x0, y0, x1, y1, _), color in zip(segments, colors):
+        fig.add_shape(type="line", x0=x0, y0=y0, x1=x1, y1=y1, name="seam", line=dict(color=color, width=4),
+                      opacity=0.9, **where)
+    fig.add_trace(
+        go.Scatter(
+            x=[(s[0] + s[2]) / 2 for s in segments], y=[(s[1] + s[3]) / 2 for s in segments], mode="markers",
+            name="seam energy", text=[f"seam energy {e:.2f}" for e in energies], hoverinfo="text",
+            marker=dict(size=7, symbol="diamond", color=energies, cmin=0, cmax=SEAM_CMAX,
+                        colorscale=SEAM_COLORSCALE, line=dict(color="white", width=1), showscale=True,
+                        colorbar=dict(title="seam<br>energy", thickness=12)),
+            showlegend=False,
+        ),
+        **where,
+    )
+
+
+def _alpha(color: str, a: float) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r}, {g}, {b}, {a})"
+
+
+def _plan_title(plan: Plan) -> str:
+    rows, cols = plan.grid
+    return (f"{plan.strategy} · grid {rows}×{cols} · {plan.num_views} view{'s' * (plan.num_views != 1)} · "
+            f"{plan.token_count} tokens")
+
+
+def _frame_axes(fig: go.Figure, extent: Box, row: int | None = None, col: int | None = None) -> None:
+    """Original-pixel axes, y down, equal aspect, framing `extent` with a small margin."""
+    x0, y0, x1, y1 = extent
+    m = 0.03 * max(x1 - x0, y1 - y0, 1.0)
+    where = {} if row is None else {"row": row, "col": col}
+    fig.update_xaxes(range=[x0 - m, x1 + m], showgrid=False, zeroline=False, constrain="domain", **where)
+    fig.update_yaxes(range=[y1 + m, y0 - m], showgrid=False, zeroline=False, constrain="domain", **where)
+
+
+def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bool = True) -> go.Figure:
+    """The plan drawn over the image (or over a grey rectangle of the image's size when `image` is None).
+
+    Tiles are coloured rectangles labelled ``"r,c · N tok"`` with a hover box (box, input size, scale, padding,
+    tokens); padded input beyond the image is grey; the global view is a dashed outline around the image;
+    `seams` (a ``SeamReport`` or its segments) are lines coloured by energy. `image` may be a preview of the
+    planned image with the same aspect ratio.
+    """
+    fig = go.Figure()
+    extent = _add_overlay(fig, plan, image, seams, show_seams)
+    _frame_axes(fig, extent)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(
+        title=_plan_title(plan), height=640, margin=dict(l=10, r=10, t=50, b=10), hovermode="closest",
+        plot_bgcolor="white", showlegend=False,
+    )
+    return fig
+
+
+def compare_figure(plans: Mapping[str, Plan], image: Any = None, cols: int = 4) -> go.Figure:
+    """Small multiples: one overlay per plan (title: its name and tokens), sharing one small preview."""
+    names = list(plans)
+    n = max(1, len(names))
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=[f"{k} · {plans[k].token_count} tok" for k in names],
+        horizontal_spacing=0.02, vertical_spacing=0.06,
+    )
+    small = None if image is None else _encoded(image, 384)
+    for k, name in enumerate(names):
+        r, c = divmod(k, cols)
+        extent = _add_overlay(fig, plans[name], small, max_side=384, row=r + 1, col=c + 1, labels=False)
+        _frame_axes(fig, extent, r + 1, c + 1)
+        axis = "" if k == 0 else str(k + 1)
+        fig.update_yaxes(scaleanchor=f"x{axis}", scaleratio=1, row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=260 * rows + 60, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
+                      plot_bgcolor="white", title="strategies compared")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+_LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left")  # alternate to limit overlaps
+
+
+def tokens_scatter(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Visual tokens (x, log) against original pixels per token (y, log), one labelled point per strategy.
+
+    `rows` are ``plan_metrics`` dicts with a ``"strategy"`` key; rows without ``pixels_per_token`` are skipped.
+    """
+    pts = [r for r in rows if r.get("pixels_per_token") and r.get("tokens")]
+    fig = go.Figure(
+        go.Scatter(
+            x=[r["tokens"] for r in pts], y=[r["pixels_per_token"] for r in pts],
+            text=[r["strategy"] for r in pts], mode="markers+text",
+            textposition=[_LABEL_POSITIONS[k % len(_LABEL_POSITIONS)] for k in range(len(pts))],
+            marker=dict(size=10, color=[PALETTE[k % len(PALETTE)] for k in range(len(pts))]),
+            hovertemplate="%{text}<br>%{x} tokens<br>%{y:.0f} px/token<extra></extra>", name="strategies",
+        )
+    )
+    fig.update_xaxes(type="log", title="visual tokens")
+    fig.update_yaxes(type="log", title="original pixels per token")
+    fig.update_layout(title="tokens vs detail", height=480, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def token_breakdown_figure(plan: Plan) -> go.Figure:
+    """One horizontal stacked bar: the plan's token breakdown, plus its wrapper text tokens."""
+    parts = dict(plan.tokens)
+    if plan.text_tokens:
+        parts["text (wrapper)"] = plan.text_tokens
+    fig = go.Figure(
+        [
+            go.Bar(y=[plan.strategy], x=[n], name=key, orientation="h", marker_color=PALETTE[k % len(PALETTE)],
+                   hovertemplate=f"{key}: {n} tokens<extra></extra>", text=[n], textposition="inside")
+            for k, (key, n) in enumerate(parts.items())
+        ]
+    )
+    total = plan.token_count + plan.text_tokens
+    fig.update_layout(
+        barmode="stack", title=f"{plan.strategy}: {total} tokens", height=220, xaxis_title="tokens",
+        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.4),
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Packing
+
+
+def packing_figure(packing: Any, token_counts: Sequence[int] | None = None) -> go.Figure:
+    """One horizontal bar per packed sequence: a coloured segment per image, then grey padding.
+
+    Hover gives the item index and its tokens; `token_counts` (optional, one per item) adds what the same image
+    costs another way, e.g. under a tiling plan.
+    """
+    fig = go.Figure()
+    L = packing.max_seq_len
+    for s, seq in enumerate(packing.sequences):
+        offset = 0
+        y = f"seq {s}"
+        for item, n in seq:
+            extra = f"<br>elsewhere: {token_counts[item]} tokens" if token_counts is not None else ""
+            fig.add_trace(go.Bar(
+                y=[y], x=[n], base=[offset], orientation="h", name=f"image {item}",
+                marker=dict(color=PALETTE[item % len(PALETTE)], line=dict(color="white", width=1)),
+                hovertemplate=f"image {item}<br>{n} tokens{extra}<extra></extra>", showlegend=False,
+            ))
+            offset += n
+        if offset < L:
+            fig.add_trace(go.Bar(
+                y=[y], x=[L - offset], base=[offset], orientation="h", name="padding",
+                marker=dict(color="lightgrey"), hovertemplate=f"padding<br>{L - offset} tokens<extra></extra>",
+                showlegend=False,
+            ))
+    n_seq = len(packing.sequences)
+    fig.update_layout(
+        barmode="overlay",
+        title=(f"{len(packing.items)} images in {n_seq} sequence{'s' * (n_seq != 1)} of {L} tokens · "
+               f"utilisation {100 * packing.utilization:.1f}%"),
+        xaxis=dict(title="token position", range=[0, L]), yaxis=dict(autorange="reversed"),
+        height=max(180, 60 + 28 * n_seq), margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+MASK_MAX_CELLS = 512
+
+
+def mask_figure(packing: Any, seq: int) -> go.Figure:
+    """Heatmap of sequence `seq`'s block-diagonal attention mask (query rows, key columns).
+
+    Longer than ``MASK_MAX_CELLS`` tokens, the mask is max-pooled in ``f × f`` blocks (a cell is lit when any
+    query-key pair in it may attend), so the figure holds at most 512 × 512 cells; axes stay in token positions.
+    """
+    import numpy as np
+
+    mask = np.asarray(packing.attention_mask(seq), dtype=bool)  # (L, L)
+    L = mask.shape[0]
+    f = max(1, math.ceil(L / MASK_MAX_CELLS))
+    if f > 1:
+        n = math.ceil(L / f)
+        padded = np.zeros((n * f, n * f), dtype=bool)
+        padded[:L, :L] = mask
+        mask = padded.reshape(n, f, n, f).any(axis=(1, 3))  # (n, n)
+    z = mask.astype(np.uint8)
+    fig = go.Figure(go.Heatmap(
+        z=z, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=0, zmax=1, showscale=False,
+        colorscale=[[0, "white"], [1, "#1f4e9c"]],
+        hovertemplate="query %{y:.0f}, key %{x:.0f}: %{z}<extra></extra>",
+    ))
+    title = f"attention mask, sequence {seq} ({L} tokens)"
+    if f > 1:
+        title += f", {f}×{f} blocks"
+    fig.update_xaxes(title="key position", constrain="domain")
+    fig.update_yaxes(title="query position", autorange="reversed", scaleanchor="x", scaleratio=1)
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
+    """Total tokens, padding tokens and attention cost side by side for each scheme.
+
+    `stats` maps a scheme name to a ``BatchStats`` or its ``to_dict()``, e.g.
+    ``{"packing": packing.stats(), "padded batch": padded_batch_stats(counts)}``. Attention cost is query-key
+    pairs (Σ row_len² or Σ n² under a block-diagonal mask), in its own panel since its scale differs.
+    """
+    metrics = [("total_tokens", "total tokens"), ("padding_tokens", "padding tokens"),
+               ("attention_cost", "attention cost (q·k pairs)")]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t for _, t in metrics])
+    for k, (name, st) in enumerate(stats.items()):
+        data = st.to_dict() if hasattr(st, "to_dict") else dict(st)
+        for c, (key, label) in enumerate(metrics, start=1):
+            value = data.get(key)
+            if value is None and key == "total_tokens":
+                value = data.get("rows", 0) * data.get("row_len", 0)
+            fig.add_trace(go.Bar(
+                x=[name], y=[value], name=name, marker_color=PALETTE[k % len(PALETTE)], legendgroup=name,
+                showlegend=c == 1, hovertemplate=f"{name}<br>{label}: %{{y:,}}<extra></extra>",
+            ), row=1, col=c)
+    fig.update_layout(title="packing vs padded batch", height=380, margin=dict(l=10, r=10, t=60, b=10),
+                      barmode="group")
+    return fig

@@ -1,0 +1,154 @@
+"""gridvlm.viz: every figure builds for every strategy, with one rectangle and one hover area per tile."""
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+import gridvlm
+from gridvlm.metrics import plan_metrics, seam_energy
+from gridvlm.packing import pack, padded_batch_stats
+from gridvlm.viz import (
+    compare_figure,
+    mask_figure,
+    packing_figure,
+    packing_vs_tiling_figure,
+    plan_figure,
+    preview,
+    token_breakdown_figure,
+    tokens_scatter,
+    view_footprint,
+)
+
+SIZES = [(1024, 768), (1, 200), (500, 3000)]
+
+
+def _image(size, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def _tile_shapes(fig):
+    return [s for s in fig.layout.shapes if (s.name or "").startswith("tile ")]
+
+
+def _tile_traces(fig):
+    return [t for t in fig.data if isinstance(t, go.Scatter) and (t.name or "").startswith("tile ")]
+
+
+@pytest.mark.parametrize("name", gridvlm.list_strategies())
+@pytest.mark.parametrize("size", SIZES)
+def test_plan_figure_has_one_rectangle_and_hover_per_tile(name, size):
+    plan = gridvlm.plan(size, name)
+    image = _image(size) if size[0] * size[1] < 2_000_000 else None
+    fig = plan_figure(plan, image)
+    assert isinstance(fig, go.Figure)
+    assert len(_tile_shapes(fig)) == len(plan.tiles)
+    traces = _tile_traces(fig)
+    assert len(traces) == len(plan.tiles)
+    for tile, trace in zip(plan.tiles, traces):
+        assert f"tokens: {tile.token_count}" in trace.text
+    assert str(plan.token_count) in fig.layout.title.text
+    assert any(s.name == "global view" for s in fig.layout.shapes) == (plan.thumbnail is not None)
+
+
+def test_plan_figure_with_overlapping_tiles_and_seams():
+    plan = gridvlm.plan((1024, 768), "fixed-grid", overlap=112)
+    img = _image((1024, 768))
+    report = seam_energy(img, plan)
+    fig = plan_figure(plan, img, seams=report)
+    assert len(_tile_shapes(fig)) == len(plan.tiles) == 12
+    assert sum(s.name == "seam" for s in fig.layout.shapes) == len(report.segments)
+    (markers,) = [t for t in fig.data if t.name == "seam energy"]
+    assert len(markers.x) == len(report.segments)
+    hidden = plan_figure(plan, img, seams=report, show_seams=False)
+    assert not any(s.name == "seam" for s in hidden.layout.shapes)
+
+
+def test_padding_is_drawn_beyond_the_image_only_when_there_is_some():
+    padded = plan_figure(gridvlm.plan((1024, 768), "llava-next"))
+    assert any(s.name == "padding" for s in padded.layout.shapes)
+    plain = plan_figure(gridvlm.plan((1024, 768), "navit"))
+    assert not any(s.name == "padding" for s in plain.layout.shapes)
+
+
+def test_view_footprint_maps_the_padded_input_to_original_pixels():
+    # llava-1.5 pad: 1024×768 pasted on a 1024² square, 128 px of padding above and below
+    (view,) = gridvlm.plan((1024, 768), "llava-1.5", mode="pad").tiles
+    assert view_footprint(view) == pytest.approx((0, -128, 1024, 896))
+
+
+def test_image_is_a_small_preview_spanning_the_original_extent():
+    plan = gridvlm.plan((4032, 3024), "internvl")
+    img = _image((4032, 3024))
+    fig = plan_figure(plan, img, seams=seam_energy(img, plan))
+    (im,) = [t for t in fig.data if isinstance(t, go.Image)]
+    pw, ph = preview(img).size
+    assert max(pw, ph) == 1024
+    assert im.x0 - im.dx / 2 == pytest.approx(0) and im.x0 + (pw - 0.5) * im.dx == pytest.approx(4032)
+    assert im.y0 - im.dy / 2 == pytest.approx(0) and im.y0 + (ph - 0.5) * im.dy == pytest.approx(3024)
+    assert len(fig.to_json()) < 2_000_000
+
+
+def test_preview_leaves_the_callers_image_alone():
+    img = Image.new("RGB", (3000, 1000))
+    assert preview(img).size == (1024, 341) and img.size == (3000, 1000)
+
+
+def test_compare_figure_titles_carry_tokens():
+    plans = {name: gridvlm.plan((1024, 768), name) for name in gridvlm.list_strategies()}
+    fig = compare_figure(plans, _image((1024, 768)))
+    titles = [a.text for a in fig.layout.annotations]
+    for name, plan in plans.items():
+        assert f"{name} · {plan.token_count} tok" in titles
+    assert len(_tile_shapes(fig)) == sum(len(p.tiles) for p in plans.values())
+    assert len(fig.to_json()) < 2_000_000
+
+
+def test_tokens_scatter_one_point_per_strategy():
+    rows = [{**plan_metrics(gridvlm.plan((1024, 768), n)), "strategy": n} for n in gridvlm.list_strategies()]
+    (trace,) = tokens_scatter(rows).data
+    assert list(trace.text) == [r["strategy"] for r in rows if r["pixels_per_token"]]
+
+
+@pytest.mark.parametrize("name", gridvlm.list_strategies())
+def test_token_breakdown_sums_to_the_total(name):
+    plan = gridvlm.plan((1024, 768), name)
+    fig = token_breakdown_figure(plan)
+    assert sum(t.x[0] for t in fig.data) == plan.token_count + plan.text_tokens
+
+
+def test_packing_figure_segments_and_utilisation():
+    packing = pack([(256, 256), (128, 128), (512, 256), (64, 256), (224, 160)], max_seq_len=256, patch_size=32)
+    fig = packing_figure(packing, token_counts=[576] * 5)
+    images = [t for t in fig.data if t.name.startswith("image ")]
+    padding = [t for t in fig.data if t.name == "padding"]
+    assert len(images) == sum(len(s) for s in packing.sequences)
+    assert len(padding) == sum(n < packing.max_seq_len for n in packing.lengths)
+    assert sum(t.x[0] for t in images + padding) == len(packing.sequences) * packing.max_seq_len
+    assert f"{100 * packing.utilization:.1f}%" in fig.layout.title.text
+    assert "576" in images[0].hovertemplate
+
+
+def test_mask_figure_shows_the_mask_as_is_when_small():
+    packing = pack([(64, 64), (32, 64)], max_seq_len=32, patch_size=16)
+    (heat,) = mask_figure(packing, 0).data
+    np.testing.assert_array_equal(np.asarray(heat.z, dtype=bool), packing.attention_mask(0))
+
+
+def test_mask_figure_pools_long_sequences():
+    packing = pack([(512, 512), (256, 512), (256, 256)], max_seq_len=2048, patch_size=16)  # 1024 + 512 + 256
+    (heat,) = mask_figure(packing, 0).data
+    z = np.asarray(heat.z)
+    assert z.shape == (512, 512)  # 2048 tokens in 4×4 blocks
+    assert z[0, 0] == 1 and z[0, 511] == 0 and z[300, 300] == 1 and z[511, 511] == 0
+    assert heat.dx == 4
+
+
+def test_packing_vs_tiling_figure_accepts_stats_and_dicts():
+    sizes = [(256, 256), (512, 256), (128, 128)]
+    packing = pack(sizes, max_seq_len=1024, patch_size=16)
+    counts = [item.tokens for item in packing.items]
+    fig = packing_vs_tiling_figure({"packing": packing.stats(), "padded batch": padded_batch_stats(counts).to_dict()})
+    assert len(fig.data) == 6
+    padded = [t for t in fig.data if t.name == "padded batch"]
+    assert padded[0].y[0] == 3 * 512 and padded[2].y[0] == 3 * 512**2
