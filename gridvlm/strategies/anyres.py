@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, py_round, squashed_view, whole
-from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+from .registry import ParamSpec, StrategyInfo, register, subset_knob
 
 LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 ONEVISION_PINPOINTS = [[i * 384, j * 384] for i in range(1, 7) for j in range(1, 7)]
@@ -134,14 +134,8 @@ def _check_pinpoints(p: dict[str, Any]) -> None:
         raise PlanError(f"grid_pinpoints must be multiples of tile_size {t}; these are not: {bad}")
 
 
-def _pinpoint_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
-    """The default pinpoint list cut to canvases of at most k tiles, for k = 1, 2, …"""
-    t = p["tile_size"]
-    tiles_of = lambda pp: (pp[0] // t) * (pp[1] // t)  # noqa: E731
-    subsets = []
-    for k in sorted({tiles_of(pp) for pp in p["grid_pinpoints"]}):
-        subsets.append([pp for pp in p["grid_pinpoints"] if tiles_of(pp) <= k])
-    return subsets
+def _pinpoint_tiles(pinpoint: list[int], p: dict[str, Any]) -> int:
+    return (pinpoint[0] // p["tile_size"]) * (pinpoint[1] // p["tile_size"])
 
 
 _PINPOINT_ORDER = ParamSpec(
@@ -163,7 +157,7 @@ register(StrategyInfo(
     },
     budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
     planner=lambda w, h, p: _anyres_plan("llava-next", w, h, p, None),
-    knob=BudgetKnob("grid_pinpoints", "pinpoints with at most k tiles", _pinpoint_subsets),
+    knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
 ))
 
@@ -183,7 +177,7 @@ register(StrategyInfo(
     },
     budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
     planner=lambda w, h, p: _anyres_plan("llava-onevision", w, h, p, p["max_features_tiles"]),
-    knob=BudgetKnob("grid_pinpoints", "pinpoints with at most k tiles", _pinpoint_subsets),
+    knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
 ))
 
@@ -214,11 +208,6 @@ def _llava_hd_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     )
 
 
-def _grid_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
-    sizes = sorted({r * c for r, c in p["grids"]})
-    return [[rc for rc in p["grids"] if rc[0] * rc[1] <= k] for k in sizes]
-
-
 register(StrategyInfo(
     name="llava-1.5-hd",
     family="anyres",
@@ -232,7 +221,7 @@ register(StrategyInfo(
     },
     budget="grids: the grid set restricted to grids of at most k tiles",
     planner=_llava_hd_plan,
-    knob=BudgetKnob("grids", "grids with at most k tiles", _grid_subsets),
+    knob=subset_knob("grids"),
 ))
 
 
@@ -289,11 +278,6 @@ def _deepseek_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     )
 
 
-def _candidate_subsets(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
-    sizes = sorted({a * b for a, b in p["candidate_tiles"]})
-    return [[ab for ab in p["candidate_tiles"] if ab[0] * ab[1] <= k] for k in sizes]
-
-
 register(StrategyInfo(
     name="deepseek-vl2",
     family="anyres",
@@ -311,5 +295,5 @@ register(StrategyInfo(
     },
     budget="candidate_tiles: the candidate canvases restricted to at most k tiles",
     planner=_deepseek_plan,
-    knob=BudgetKnob("candidate_tiles", "candidates with at most k tiles", _candidate_subsets),
+    knob=subset_knob("candidate_tiles"),
 ))

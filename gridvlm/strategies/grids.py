@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, whole
-from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, StrategyInfo, register, subset_knob
 
 
 def resized_grid_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, tile: int, per_view: int,
@@ -34,11 +34,6 @@ def resized_grid_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, 
         tokens = {"thumbnail": per_view, **tokens}
     return Plan(name, p, (w, h), (rows, cols), canvas, tuple(tiles), thumb, thumbnail if thumb else None,
                 sum(tokens.values()), tokens, text_tokens=text_tokens, content_box=content)
-
-
-def _subsets(pairs: list[list[int]]) -> list[list[list[int]]]:
-    sizes = sorted({a * b for a, b in pairs})
-    return [[ab for ab in pairs if ab[0] * ab[1] <= k] for k in sizes]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +121,7 @@ for _name, _anchors, _tile, _tokens, _summary, _ref in (
         },
         budget="anchors: the anchor list restricted to grids of at most k tiles",
         planner=_shape_adaptive_plan(_name, markers=_name == "docowl-1.5"),
-        knob=BudgetKnob("anchors", "anchors with at most k tiles", lambda p, n: _subsets(p["anchors"])),
+        knob=subset_knob("anchors"),
     ))
 
 
@@ -332,7 +327,8 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_fixed_grid_plan,
-    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(1, 257), monotone=False),
+    # max_tiles acts through floor(√max_tiles) per side, so only perfect squares give different plans
+    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: [k * k for k in range(1, 33)], monotone=False),
     check=_check_fixed_grid,
 ))
 
@@ -371,6 +367,6 @@ register(StrategyInfo(
     },
     budget="compression_tokens, at most one per vision feature of a view",
     planner=_llava_mini_plan,
-    knob=BudgetKnob("compression_tokens", "compressed tokens", lambda p, n: range(1, min(n, (p["tile_size"] // p["patch_size"]) ** 2) + 1),
-                    monotone=True),
+    knob=BudgetKnob("compression_tokens", "compressed tokens",
+                    lambda p, n: range(1, min(n, (p["tile_size"] // p["patch_size"]) ** 2) + 1), monotone=True),
 ))

@@ -50,6 +50,17 @@ class BudgetKnob:
     monotone: bool = False
 
 
+def subset_knob(param: str, tiles_of: Callable[[list[int], dict[str, Any]], int] | None = None) -> BudgetKnob:
+    """A knob over a list parameter (pinpoints, grids, anchors…): the list cut to entries of at most k tiles."""
+    count = tiles_of or (lambda pair, _p: pair[0] * pair[1])
+
+    def values(p: dict[str, Any], _max_tokens: int) -> list[list[list[int]]]:
+        sizes = sorted({count(pair, p) for pair in p[param]})
+        return [[pair for pair in p[param] if count(pair, p) <= k] for k in sizes]
+
+    return BudgetKnob(param, f"{param} with at most k tiles", values)
+
+
 @dataclass(frozen=True)
 class StrategyInfo:
     name: str
