@@ -1,0 +1,299 @@
+"""views() and pixel_values(): geometry of every strategy's views, padding, errors, and the fast path's bound."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import gridvlm
+from gridvlm.errors import ImageError, PlanError
+from gridvlm.pixels import (
+    ENCODER_NORMALISATION,
+    FAST_MEAN_ABS_BOUND,
+    PAD_COLOURS,
+    _decode,
+    _draft_factor,
+    pixel_values,
+    qwen_patchify,
+    views,
+)
+
+torch = pytest.importorskip("torch")
+
+MAGENTA = (255, 0, 255)
+BLOCK = (420, 250, 520, 350)  # original pixels: a solid magenta square in a green-ish gradient
+
+
+def marked_image(width: int = 900, height: int = 600) -> Image.Image:
+    """A smooth gradient far from magenta, with one magenta block at BLOCK."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([120 * x / width, 80 + 120 * y / height, 60 + 60 * x / width], -1)
+    image = Image.fromarray(rgb.astype(np.uint8))
+    ImageDraw.Draw(image).rectangle((BLOCK[0], BLOCK[1], BLOCK[2] - 1, BLOCK[3] - 1), fill=MAGENTA)
+    return image
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Gradients, noise and hard strokes: resamples and compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 37) * np.cos(y / 23)], -1)
+    rgb += rng.normal(0, 10, rgb.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        draw.line([(x0, y0), (x0 + int(rng.integers(-width // 4, width // 4)), y0 + int(rng.integers(-50, 50)))],
+                  fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 6)))
+    return image
+
+
+def jpeg(image: Image.Image, **save) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def mean_abs_pixels(fast, exact, strategy: str) -> float:
+    """Mean |fast − exact| in 0..1 pixel units (de-normalised), over every value of every view."""
+    std = torch.tensor(ENCODER_NORMALISATION[strategy][1]).view(3, 1, 1)
+    fast = fast if isinstance(fast, list) else list(fast)
+    exact = exact if isinstance(exact, list) else list(exact)
+    assert [f.shape for f in fast] == [e.shape for e in exact]
+    total = sum(float(((f - e).abs() * std).sum()) for f, e in zip(fast, exact))
+    return total / sum(f.numel() for f in fast)
+
+
+@pytest.fixture(scope="module")
+def marked():
+    return marked_image()
+
+
+# ----------------------------------------------------------------------------------------- views, every strategy
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_views_follow_the_plan(marked, strategy):
+    plan = gridvlm.plan(marked, strategy)
+    got = views(marked, plan)
+    assert len(got) == plan.num_views == len(plan.views)
+    assert [v.size for v in got] == [tuple(t.input_size) for t in plan.views]
+    assert all(v.mode == "RGB" for v in got)
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_padding_has_the_pad_colour(marked, strategy):
+    plan = gridvlm.plan(marked, strategy)
+    pad = np.array(PAD_COLOURS.get(strategy, (0, 0, 0)), dtype=np.uint8)
+    for tile, view in zip(plan.views, views(marked, plan)):
+        pixels = np.asarray(view)
+        outside = _outside(tile.content_box, tile.input_size, margin=2)
+        if outside.any():
+            assert (pixels[outside] == pad).all(), f"{strategy} view {tile.index}: padding is not {tuple(pad)}"
+
+
+def test_some_strategies_really_pad():
+    """The padding test above is not vacuous: these plans have padding for a 900×600 image."""
+    image = marked_image()
+    for strategy, params in (("llava-next", {}), ("deepseek-vl2", {}), ("llava-1.5", {"mode": "pad"})):
+        plan = gridvlm.plan(image, strategy, **params)
+        assert any(_outside(t.content_box, t.input_size, 2).any() for t in plan.views), strategy
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_marked_block_lands_where_content_box_says(marked, strategy):
+    plan = gridvlm.plan(marked, strategy)
+    checked = 0
+    for tile, view in zip(plan.views, views(marked, plan)):
+        spot = _block_in_view(tile)
+        if spot is None:
+            continue
+        x, y = spot
+        got = np.asarray(view)[y, x].astype(int)
+        assert np.abs(got - MAGENTA).max() <= 40, f"{strategy} view {tile.index}: {tuple(got)} at ({x}, {y})"
+        checked += 1
+    assert checked >= 1, f"{strategy}: no view shows the marked block"
+
+
+def test_fixed_grid_zero_pads_edge_tiles():
+    image = marked_image(700, 400)  # 3×2 tiles of 336 px run past the right and bottom edges
+    plan = gridvlm.plan(image, "fixed-grid")
+    last = np.asarray(views(image, plan)[-1])
+    assert (last[400 - 336:, :] == 0).all() and (last[:, 700 - 2 * 336:] == 0).all()
+
+
+def test_llava15_pads_before_resizing():
+    """Pad-then-resize: the pad colour bleeds into the image edge, which resize-then-pad would not do."""
+    image = Image.new("RGB", (600, 300), (0, 0, 0))
+    view = np.asarray(views(image, gridvlm.plan(image, "llava-1.5", mode="pad"))[0]).astype(int)
+    assert tuple(view[0, 0]) == PAD_COLOURS["llava-1.5"]
+    assert tuple(view[168, 168]) == (0, 0, 0)
+    edge = view[84, 168]  # the row where the image starts: a blend of black and the pad colour
+    assert 0 < edge[0] < PAD_COLOURS["llava-1.5"][0]
+
+
+# ----------------------------------------------------------------------------------------- pixel_values
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_pixel_values_shapes_and_normalisation(marked, strategy):
+    plan = gridvlm.plan(marked, strategy)
+    values = pixel_values(marked, plan, exact=True)
+    sizes = {tuple(t.input_size) for t in plan.views}
+    if len(sizes) == 1:
+        w, h = sizes.pop()
+        assert isinstance(values, torch.Tensor) and values.shape == (plan.num_views, 3, h, w)
+        values = list(values)
+    else:
+        assert isinstance(values, list)
+        assert [tuple(v.shape) for v in values] == [(3, t.input_size[1], t.input_size[0]) for t in plan.views]
+    assert all(v.dtype == torch.float32 for v in values)
+    # De-normalised, they are the views that views() shows (to within uint8 rounding).
+    mean, std = (torch.tensor(x).view(3, 1, 1) for x in ENCODER_NORMALISATION[strategy])
+    for v, shown in zip(values, views(marked, plan)):
+        pixels = torch.from_numpy(np.asarray(shown).copy()).permute(2, 0, 1).float() / 255
+        assert float((v * std + mean - pixels).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+def test_mean_and_std_override(marked):
+    plan = gridvlm.plan(marked, "llava-next")
+    raw = pixel_values(marked, plan, mean=(0, 0, 0), std=(1, 1, 1))
+    first = torch.from_numpy(np.asarray(views(marked, plan)[0]).copy()).permute(2, 0, 1).float() / 255
+    assert float((raw[0] - first).abs().max()) < 1e-6
+    with pytest.raises(PlanError):
+        pixel_values(marked, plan, mean=(0.5, 0.5), std=(1, 1, 1))
+    with pytest.raises(PlanError):
+        pixel_values(marked, plan, std=(0.5, 0, 0.5))
+
+
+def test_every_strategy_has_a_normalisation():
+    assert set(gridvlm.list_strategies()) <= set(ENCODER_NORMALISATION)
+
+
+def test_qwen_patchify_layout():
+    x = torch.arange(3 * 56 * 84, dtype=torch.float32).view(3, 56, 84)
+    patches, thw = qwen_patchify(x)
+    assert thw.tolist() == [[1, 4, 6]] and patches.shape == (24, 3 * 2 * 14 * 14)
+    # Patch 1 is the second patch of the first 2×2 merge block: row 0, column 1.
+    assert torch.equal(patches[1].view(3, 2, 14, 14)[:, 0], x[:, 0:14, 14:28])
+    assert torch.equal(patches[2].view(3, 2, 14, 14)[:, 1], x[:, 14:28, 0:14])
+    assert torch.equal(patches[4].view(3, 2, 14, 14)[:, 0], x[:, 0:14, 28:42])
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def test_plan_for_another_size_is_refused(marked):
+    plan = gridvlm.plan((800, 600), "llava-next")
+    with pytest.raises(PlanError, match="800×600.*900×600"):
+        pixel_values(marked, plan)
+    with pytest.raises(PlanError, match="800×600"):
+        views(marked, plan)
+
+
+def test_unreadable_bytes_raise_image_error():
+    plan = gridvlm.plan((900, 600), "llava-next")
+    with pytest.raises(ImageError):
+        pixel_values(b"this is not an image", plan)
+    with pytest.raises(ImageError):
+        pixel_values(jpeg(marked_image())[:2000], plan)  # truncated
+    with pytest.raises(ImageError):
+        views(b"", plan)
+
+
+# ----------------------------------------------------------------------------------------- fast path
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_fast_is_close_to_exact_png(strategy):
+    image = photo_like(700, 500, seed=1)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    plan = gridvlm.plan(image, strategy)
+    diff = mean_abs_pixels(pixel_values(buf.getvalue(), plan), pixel_values(buf.getvalue(), plan, exact=True),
+                           strategy)
+    assert diff <= FAST_MEAN_ABS_BOUND
+
+
+@pytest.fixture(scope="module")
+def big_jpeg():
+    return jpeg(photo_like(2400, 1800, seed=2))
+
+
+@pytest.mark.parametrize("strategy, params", [
+    ("llava-1.5", {}),
+    ("llava-1.5", {"mode": "crop"}),
+    ("llava-next", {}),
+    ("qwen2-vl", {"max_pixels": 200_000}),
+    ("deepseek-vl2", {"cropping": False}),
+    ("idefics3", {"do_image_splitting": False}),
+    ("llava-uhd", {}),
+])
+def test_fast_is_close_to_exact_big_jpeg(big_jpeg, strategy, params):
+    plan = gridvlm.plan(gridvlm.image_size(big_jpeg), strategy, **params)
+    diff = mean_abs_pixels(pixel_values(big_jpeg, plan), pixel_values(big_jpeg, plan, exact=True), strategy)
+    assert diff <= FAST_MEAN_ABS_BOUND
+
+
+def test_draft_decoding_kicks_in_for_big_jpegs(big_jpeg):
+    plan = gridvlm.plan((2400, 1800), "llava-next")
+    k = _draft_factor(plan)
+    assert k >= 2
+    assert _decode(big_jpeg, plan, draft=k).size == (math.ceil(2400 / k), math.ceil(1800 / k))
+    assert _draft_factor(gridvlm.plan((2400, 1800), "llava-1.5")) >= 4
+    assert _draft_factor(gridvlm.plan((2400, 1800), "qwen2-vl")) == 1  # native resolution needs every pixel
+
+
+def test_no_draft_for_png_or_pil():
+    image = photo_like(2400, 1800, seed=3)
+    plan = gridvlm.plan(image, "llava-1.5")
+    assert _decode(image, plan, draft=4).size == (2400, 1800)
+    assert image.size == (2400, 1800)  # the caller's image is untouched
+
+
+def test_exif_rotated_jpeg():
+    stored = photo_like(1200, 800, seed=4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show upright: 800×1200
+    data = jpeg(stored, exif=exif.tobytes())
+    assert gridvlm.image_size(data) == (800, 1200)
+    upright = gridvlm.load_image(data)
+    for strategy in ("llava-next", "internvl"):
+        plan = gridvlm.plan((800, 1200), strategy)
+        exact = pixel_values(data, plan, exact=True)
+        assert torch.equal(exact, pixel_values(upright, plan, exact=True))
+        assert mean_abs_pixels(pixel_values(data, plan), exact, strategy) <= FAST_MEAN_ABS_BOUND
+    with pytest.raises(PlanError, match="1200×800"):
+        pixel_values(data, gridvlm.plan((1200, 800), "llava-next"))
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _outside(content_box, input_size, margin: int) -> np.ndarray:
+    """Mask (h, w) of pixels at least `margin` px outside the content box (resampling may blur its edge)."""
+    w, h = input_size
+    x0, y0, x1, y1 = content_box
+    ys, xs = np.mgrid[0:h, 0:w]
+    return (xs + 1 <= x0 - margin) | (xs >= x1 + margin) | (ys + 1 <= y0 - margin) | (ys >= y1 + margin)
+
+
+def _block_in_view(tile):
+    """Where the centre of BLOCK appears in this view, in input pixels, if the view shows it at ≥ 5 px."""
+    bx0, by0, bx1, by1 = tile.box
+    cx0, cy0, cx1, cy1 = tile.content_box
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    sx, sy = (cx1 - cx0) / (bx1 - bx0), (cy1 - cy0) / (by1 - by0)
+    # The middle of the block's part inside this view.
+    x0, x1 = max(BLOCK[0], bx0), min(BLOCK[2], bx1)
+    y0, y1 = max(BLOCK[1], by0), min(BLOCK[3], by1)
+    if (x1 - x0) * sx < 5 or (y1 - y0) * sy < 5:
+        return None
+    x = cx0 + ((x0 + x1) / 2 - bx0) * sx
+    y = cy0 + ((y0 + y1) / 2 - by0) * sy
+    return int(x), int(y)
