@@ -5,7 +5,7 @@
 Every row starts from the same JPEG bytes in memory (photo-like synthetic images at quality 90, or
 assets/landscape_photo.jpg for 4032×3024) and ends with what the model takes:
 - LLaVA-NeXT: `pixel_values` (views, 3, 336, 336), CLIP-normalised;
-- Qwen2-VL: the patchified `(patches, 1176)` layout and `image_grid_thw` (gridvlm: `qwen_patchify`), with the
+- Qwen2-VL: the patchified `(patches, 1176)` layout and `image_grid_thw` (gridvlm: `qwen_pixel_values`), with the
   checkpoints' pixel bounds (min 3136, max 12,845,056).
 gridvlm's rows include reading the header and making the plan. Times are the median of N runs, in ms.
 """
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import gridvlm  # noqa: E402
-from gridvlm.pixels import CLIP, pixel_values, qwen_patchify  # noqa: E402
+from gridvlm.pixels import CLIP, pixel_values, qwen_pixel_values  # noqa: E402
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS  # noqa: E402
 
 SIZES = [(1024, 768), (1920, 1080), (4032, 3024), (800, 4000)]
@@ -81,10 +81,9 @@ def reference_processors():
 
 def gridvlm_run(data: bytes, strategy: str, exact: bool):
     plan = gridvlm.plan(gridvlm.image_size(data), strategy)
-    values = pixel_values(data, plan, exact=exact)
     if strategy == "qwen2-vl":
-        return qwen_patchify(values[0])
-    return values
+        return qwen_pixel_values(data, plan, exact=exact)
+    return pixel_values(data, plan, exact=exact)
 
 
 def transformers_run(data: bytes, processor):

@@ -44,6 +44,7 @@ __all__ = [
     "REFERENCE_RESAMPLING",
     "pixel_values",
     "qwen_patchify",
+    "qwen_pixel_values",
     "views",
 ]
 
@@ -197,6 +198,35 @@ def qwen_patchify(pixels: "torch.Tensor", patch_size: int = 14, merge_size: int 
     x = x.permute(1, 4, 2, 5, 0, 3, 6)  # (gh/m, gw/m, m, m, c, p, p)
     x = x.unsqueeze(5).expand(-1, -1, -1, -1, -1, temporal_patch_size, -1, -1)  # (…, c, T, p, p)
     patches = x.reshape(gh * gw, c * temporal_patch_size * p * p)
+    return patches, torch.tensor([[1, gh, gw]], dtype=torch.int64)
+
+
+def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
+                      exact: bool = False) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Qwen2-VL's model-ready input: `(patches, 3·T·p·p)` float32 and `grid_thw`, as its processor returns them.
+
+    `exact=True` is `qwen_patchify(pixel_values(..., exact=True))`. The fast path reorders the uint8 pixels
+    into the patch layout first (one byte per value), then makes the float32 values with one multiply-add and
+    repeats them over the temporal patch in the final copy; same bound as `pixel_values` (FAST_MEAN_ABS_BOUND).
+    """
+    if plan.strategy != "qwen2-vl":
+        raise PlanError(f"qwen_pixel_values takes a qwen2-vl plan, got {plan.strategy!r}")
+    p, m, t = plan.params["patch_size"], plan.params["merge_size"], 2
+    if exact:
+        return qwen_patchify(pixel_values(source, plan, mean, std, exact=True)[0], p, m, t)
+    torch = _torch()
+    mean, std = _normalisation(plan.strategy, mean, std)
+    src = _decode(source, plan, draft=_draft_factor(plan))
+    view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
+    del src
+    h, w, _ = view.shape
+    gh, gw = h // p, w // p
+    x = view.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)  # (gh/m, gw/m, m, m, 3, p, p)
+    x = _as_tensor(np.ascontiguousarray(x).reshape(gh * gw, 3, 1, p * p)).to(torch.float32)
+    a = torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(1, 3, 1, 1)
+    b = torch.tensor([-u / v for u, v in zip(mean, std)], dtype=torch.float32).view(1, 3, 1, 1)
+    torch.addcmul(b, x, a, out=x)  # (patches, 3, 1, p·p)
+    patches = x.expand(-1, -1, t, -1).reshape(gh * gw, 3 * t * p * p)  # a still image fills the temporal patch
     return patches, torch.tensor([[1, gh, gw]], dtype=torch.int64)
 
 

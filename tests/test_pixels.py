@@ -19,6 +19,7 @@ from gridvlm.pixels import (
     _draft_factor,
     pixel_values,
     qwen_patchify,
+    qwen_pixel_values,
     views,
 )
 
@@ -297,3 +298,20 @@ def _block_in_view(tile):
     x = cx0 + ((x0 + x1) / 2 - bx0) * sx
     y = cy0 + ((y0 + y1) / 2 - by0) * sy
     return int(x), int(y)
+
+
+@pytest.mark.parametrize("params", [{}, {"max_pixels": 200_000}])
+def test_qwen_pixel_values_fast_is_the_patch_layout_of_exact(big_jpeg, params):
+    plan = gridvlm.plan(gridvlm.image_size(big_jpeg), "qwen2-vl", **params)
+    fast, grid_fast = qwen_pixel_values(big_jpeg, plan)
+    exact, grid_exact = qwen_pixel_values(big_jpeg, plan, exact=True)
+    assert fast.shape == exact.shape and fast.dtype == exact.dtype
+    assert grid_fast.tolist() == grid_exact.tolist()
+    assert grid_fast.tolist() == [[1, plan.tiles[0].input_size[1] // 14, plan.tiles[0].input_size[0] // 14]]
+    std = torch.tensor(ENCODER_NORMALISATION["qwen2-vl"][1]).repeat_interleave(2 * 14 * 14)
+    assert ((fast - exact).abs() * std).mean() <= FAST_MEAN_ABS_BOUND
+
+
+def test_qwen_pixel_values_refuses_other_plans():
+    with pytest.raises(PlanError, match="qwen2-vl"):
+        qwen_pixel_values(jpeg(marked_image()), gridvlm.plan(marked_image(), "llava-next"))
