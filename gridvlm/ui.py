@@ -6,12 +6,15 @@ function in this module or from `gridvlm.viz`, so it can be tested without a bro
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import fit_budget, plan, strategy_info
-from .errors import PlanError
+from .errors import ImageError, PlanError
 from .geometry import Plan
 
 PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on the full-resolution image
@@ -21,29 +24,35 @@ PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on t
 # The uploaded image, decoded once per upload and kept in the user's gr.State
 
 
-@dataclass
+@dataclass(frozen=True)
 class Workspace:
-    """One user's image: decoded once, with everything a strategy switch reuses."""
+    """One user's image, decoded once: a strategy switch reuses both pictures."""
 
-    name: str  # file name shown to the user
-    image: Any  # PIL.Image.Image, upright RGB, full resolution (the encoder's views are cut from it)
-    preview: Any  # PIL.Image.Image, at most PREVIEW_SIDE px per side, for overlays
-    seams: Any = None  # metrics' reusable seam-energy data for this image, filled on first use
-    extra: dict[str, Any] = field(default_factory=dict)
+    image: Any  # PIL.Image.Image, upright RGB, full resolution: the encoder's views are cut from it
+    preview: Any  # PIL.Image.Image, at most PREVIEW_SIDE px long: overlays and seam energy use it
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
 
 
-def open_workspace(source: Any, name: str | None = None) -> Workspace:
-    """Decode `source` (path, bytes, file object) safely; ImageError says what is wrong with it."""
+def open_workspace(path: str) -> Workspace:
+    """Decode the file at `path` safely; ImageError says what is wrong with it."""
     from .imaging import load_image
     from .viz import preview
 
-    image = load_image(source)
-    label = name or (getattr(source, "name", None) or str(source)).replace("\\", "/").rsplit("/", 1)[-1]
-    return Workspace(name=label, image=image, preview=preview(image, max_side=PREVIEW_SIDE))
+    with named_in_errors(path):
+        image = load_image(path)
+    return Workspace(image=image, preview=preview(image, max_side=PREVIEW_SIDE))
+
+
+@contextlib.contextmanager
+def named_in_errors(path: str) -> Iterator[None]:
+    """ImageErrors name the uploaded file, not the server's temp folder it was saved in."""
+    try:
+        yield
+    except ImageError as exc:
+        raise ImageError(str(exc).replace(str(path), Path(path).name)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +62,8 @@ def open_workspace(source: Any, name: str | None = None) -> Workspace:
 def strategy_about(name: str) -> str:
     """Markdown: the strategy's one-line summary, its reference and what a token budget moves."""
     info = strategy_info(name)
-    return f"**{info.name}** ({info.family}) — {info.summary}.  \n*Reference:* {info.reference}.  \n*Budget moves:* {info.budget}."
+    return (f"**{info.name}** ({info.family}) — {info.summary}.  \n*Reference:* {info.reference}.  \n"
+            f"*Budget moves:* {info.budget}.")
 
 
 def params_text(name: str) -> str:
@@ -99,7 +109,8 @@ def parse_params(name: str, text: str | None) -> dict[str, Any]:
             'write an object such as {"max_tiles": 6}'
         ) from None
     if not isinstance(values, dict):
-        raise PlanError(f'{name}: the parameters must be a JSON object such as {{"max_tiles": 6}}, not {text.strip()!r}')
+        raise PlanError(f'{name}: the parameters must be a JSON object such as {{"max_tiles": 6}}, '
+                        f"not {text.strip()!r}")
     defaults = strategy_info(name).defaults
     return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
 
@@ -144,47 +155,67 @@ def notes_markdown(p: Plan) -> str:
     return "\n".join(f"- {n}" for n in p.notes)
 
 
-METRIC_LABELS = {
-    "views": "views",
-    "tokens": "visual tokens",
+METRIC_LABELS = {  # plan_metrics key -> what the table calls it
+    "views": "views the encoder runs",
     "padding_fraction": "padding (share of encoder pixels)",
-    "aspect_distortion": "aspect distortion",
-    "max_upscale": "max upscale",
-    "max_downscale": "max downscale",
-    "coverage": "coverage (share of the image seen by a tile)",
-    "tile_coverage": "tile coverage",
+    "aspect_distortion": "aspect distortion (worst view, 0 = kept)",
+    "max_upscale": "max upscale (linear)",
+    "max_downscale": "max downscale (linear)",
+    "coverage": "coverage (share of the image some view sees)",
+    "tile_coverage": "tile coverage (global view excluded)",
     "pixels_per_token": "original pixels per token",
-    "vision_gflops": "vision encoder GFLOPs",
-    "llm_prefill_gflops": "LLM prefill GFLOPs (image tokens)",
+    "vision_gflops": "vision encoder GFLOPs (estimate)",
+    "llm_prefill_gflops": "LLM prefill GFLOPs for the image (estimate)",
+    "vision_model": "vision encoder assumed",
+    "llm_model": "language model assumed",
 }
+_IN_BREAKDOWN = ("tokens", "text_tokens")
 
 
-def metrics_rows(p: Plan, metrics: dict[str, Any], seam_score: float | None = None) -> list[list[Any]]:
+def metrics_rows(p: Plan, metrics: dict[str, Any], seam_score: float | None = None) -> list[list[str]]:
     """``[quantity, value]`` rows: the token breakdown (summing to the total), then the plan's metrics."""
-    rows: list[list[Any]] = [[f"tokens: {k}", v] for k, v in p.tokens.items()]
-    rows.append(["tokens: total", p.token_count])
+    rows = [[f"tokens: {k}", str(v)] for k, v in p.tokens.items()]
+    rows.append(["tokens: total", str(p.token_count)])
     if p.text_tokens:
-        rows.append(["text tokens around the image", p.text_tokens])
-    for key, value in metrics.items():
-        if key in ("tokens",):
-            continue
-        rows.append([METRIC_LABELS.get(key, key.replace("_", " ")), _round(value)])
+        rows.append(["text tokens around the image", str(p.text_tokens)])
+    rows += [[METRIC_LABELS.get(k, k.replace("_", " ")), _text(v)]
+             for k, v in metrics.items() if k not in _IN_BREAKDOWN]
     if seam_score is not None:
-        rows.append(["seam score (edge energy cut by tile borders)", _round(seam_score)])
+        rows.append(["seam score (content cut by tile borders, 1 = average)", _text(seam_score)])
     return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Compare tab
 
-COMPARE_HEADERS = ["strategy", "views", "tokens", "coverage", "distortion", "seam score", "vision GFLOPs",
-                   "LLM GFLOPs", "pixels per token"]
+COMPARE_COLUMNS = {  # table header -> (key of a comparison row, decimals shown)
+    "strategy": ("strategy", None), "views": ("views", None), "tokens": ("tokens", None),
+    "coverage": ("coverage", 3), "distortion": ("aspect_distortion", 3), "seam score": ("seam_score", 3),
+    "vision GFLOPs": ("vision_gflops", 1), "LLM GFLOPs": ("llm_prefill_gflops", 1),
+    "pixels per token": ("pixels_per_token", 0),
+}
 
 
-def compare_row(p: Plan, metrics: dict[str, Any], seam_score: float | None) -> list[Any]:
-    return [p.strategy, p.num_views, p.token_count, _round(metrics.get("coverage")),
-            _round(metrics.get("aspect_distortion")), _round(seam_score), _round(metrics.get("vision_gflops")),
-            _round(metrics.get("llm_prefill_gflops")), _round(metrics.get("pixels_per_token"))]
+@dataclass(frozen=True)
+class Comparison:
+    plans: dict[str, Plan]  # strategy -> its plan, in the registry's order
+    rows: list[dict[str, Any]]  # plan_metrics + "strategy" + "seam_score", one per plan
+    refused: list[str]  # "strategy: why it cannot meet the budget"
+
+    def table(self) -> list[list[Any]]:
+        return [[_round(row[key], digits) for key, digits in COMPARE_COLUMNS.values()] for row in self.rows]
+
+
+def compare(ws: Workspace, names: list[str], max_tokens: int | None) -> Comparison:
+    """Every strategy in `names` on the user's image (at one token budget when given)."""
+    from .cli import compare_rows
+    from .metrics import plan_metrics, seam_energy
+
+    found, refused = compare_rows(ws.size, max_tokens)
+    plans = {p.strategy: p for p in found if p.strategy in names}
+    rows = [{"strategy": k, **plan_metrics(p), "seam_score": seam_energy(ws.preview, p).score}
+            for k, p in plans.items()]
+    return Comparison(plans, rows, [r for r in refused if r.split(":", 1)[0] in names])
 
 
 def refused_markdown(refused: list[str]) -> str:
@@ -200,10 +231,48 @@ BATCH_HEADERS = ["layout", "rows", "row length", "real tokens", "padding tokens"
                  "attention cost (Σ L²)"]
 
 
-def batch_row(label: str, stats: Any) -> list[Any]:
-    """A `BatchStats` as a table row."""
-    return [label, stats.rows, stats.row_len, stats.real_tokens, stats.padding_tokens, stats.total_tokens,
-            round(stats.utilization, 4), stats.attention_cost]
+@dataclass(frozen=True)
+class PackVsTile:
+    names: list[str]  # file names, one per image
+    sizes: list[tuple[int, int]]  # (w, h) per image
+    packing: Any  # gridvlm.packing.Packing of the images' NaViT plans
+    tiling: list[Plan]  # the same images under the tiling strategy
+    stats: dict[str, Any]  # layout name -> BatchStats, for the table and packing_vs_tiling_figure
+
+    def table(self) -> list[list[Any]]:
+        return [[label, s.rows, s.row_len, s.real_tokens, s.padding_tokens, s.total_tokens, round(s.utilization, 4),
+                 s.attention_cost] for label, s in self.stats.items()]
+
+    def summary(self) -> str:
+        """Markdown: one row per image with its NaViT and tiling token counts."""
+        tiling = self.tiling[0].strategy if self.tiling else "tiling"
+        lines = [f"| # | image | size | NaViT tokens | {tiling} tokens |", "| --- | --- | --- | --- | --- |"]
+        for k, (name, (w, h), item, p) in enumerate(zip(self.names, self.sizes, self.packing.items, self.tiling)):
+            lines.append(f"| {k} | {name} | {w}×{h} | {item.counted_tokens} | {p.token_count} |")
+        if self.packing.empty_items:
+            lines.append(f"\nImages {', '.join(map(str, self.packing.empty_items))} are smaller than one patch: "
+                         "NaViT gives them no tokens.")
+        return "\n".join(lines)
+
+
+def pack_vs_tile(paths: list[str], max_seq_len: int, patch_size: int, per_image: int, order: str,
+                 tiling: str) -> PackVsTile:
+    """NaViT packing of the images (each shrunk to at most `per_image` patches) next to `tiling`'s plans of them,
+    one padded row per image. Only the files' headers are read."""
+    from .imaging import image_size
+    from .packing import pack, padded_batch_stats
+
+    sizes = []
+    for path in paths:
+        with named_in_errors(path):
+            sizes.append(image_size(path))
+    cap = min(per_image, max_seq_len)
+    navit = [plan(s, "navit", patch_size=patch_size, max_tokens=cap) for s in sizes]
+    packing = pack(navit, max_seq_len, patch_size=patch_size, order=order)
+    tiled = [plan(s, tiling) for s in sizes]
+    stats = {"NaViT packing": packing.stats(),
+             f"{tiling}, padded batch": padded_batch_stats([p.token_count for p in tiled])}
+    return PackVsTile([Path(p).name for p in paths], sizes, packing, tiled, stats)
 
 
 def sequence_choices(packing: Any) -> list[tuple[str, int]]:
@@ -220,7 +289,15 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _round(value: Any, digits: int = 4) -> Any:
+def _text(value: Any) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _round(value: Any, digits: int | None) -> Any:
+    if isinstance(value, float) and digits is not None:
         return round(value, digits)
     return value

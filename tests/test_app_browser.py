@@ -1,0 +1,179 @@
+"""The app in a real browser: Debian chromium driven by playwright, against `python app.py` on a free port.
+
+Launched as /work/shared/notes.md says (persistent context on a fresh profile, the system chromium; never
+`playwright install`). Screenshots of every step go to test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import gridvlm
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+PORTRAIT = ROOT / "assets" / "portrait_photo.jpg"  # 1200×1600
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+START_TIMEOUT_S = 60
+STEP_TIMEOUT_MS = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """`python app.py` on a free port, with its own gradio temp dir; stopped by PID at the end."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="gridvlm-app-")
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_TEMP_DIR": temp, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = open(ARTIFACTS / "app.log", "wb")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}; see {ARTIFACTS / 'app.log'}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer HTTP 200 within {START_TIMEOUT_S} s; see {ARTIFACTS / 'app.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def page(app_url):
+    profile = tempfile.mkdtemp(prefix="gridvlm-chromium-")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        page = context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.goto(app_url)
+        yield page
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _expect_text(page, selector: str, text: str) -> None:
+    sync_api.expect(page.locator(selector)).to_contain_text(text, timeout=STEP_TIMEOUT_MS)
+
+
+def _upload(page, path: Path) -> None:
+    """Replace the Slice tab's image: clear the current file if one is shown, then set the file input."""
+    box = page.locator("#image-upload")
+    clear = box.get_by_role("button", name="Clear")
+    if clear.count():
+        clear.first.click()
+    box.locator("input[type=file]").set_input_files(str(path))
+
+
+def _plotly_traces(page, selector: str) -> int:
+    page.wait_for_selector(f"{selector} .js-plotly-plot", state="attached")
+    return page.eval_on_selector(f"{selector} .js-plotly-plot", "el => (el.data || []).length")
+
+
+def test_slice_compare_pack_and_a_bad_upload(page, tmp_path):
+    # 1. The page opens on the default example, planned with llava-next.
+    default = gridvlm.plan(gridvlm.image_size(ROOT / "assets" / "landscape_photo.jpg"), "llava-next")
+    _expect_text(page, "#slice-summary", f"{default.token_count} tokens")
+    _shot(page, "01-loaded")
+
+    # 2. Upload an image: the overlay and the headline follow the plan for its size.
+    _upload(page, PORTRAIT)
+    expected = gridvlm.plan((1200, 1600), "llava-next")
+    _expect_text(page, "#slice-summary", "1200×1600")
+    _expect_text(page, "#slice-summary", f"{expected.token_count} tokens")
+    _expect_text(page, "#slice-summary", f"{len(expected.tiles)} tiles")
+    assert _plotly_traces(page, "#overlay") > 0
+    sync_api.expect(page.locator("#views img")).to_have_count(expected.num_views)
+    _shot(page, "02-uploaded")
+
+    # 3. Pick another strategy from the dropdown.
+    internvl = gridvlm.plan((1200, 1600), "internvl")
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="internvl", exact=True).click()
+    _expect_text(page, "#slice-summary", "internvl")
+    _expect_text(page, "#slice-summary", f"{internvl.token_count} tokens")
+    _expect_text(page, "#slice-summary", f"{len(internvl.tiles)} tiles")
+    _expect_text(page, "#strategy-about", "InternVL")
+    sync_api.expect(page.locator("#views img")).to_have_count(internvl.num_views)
+    _shot(page, "03-internvl")
+
+    # 4. Compare: every strategy in the table, small multiples and scatter drawn.
+    page.get_by_role("tab", name="Compare").click()
+    _expect_text(page, "#compare-table", "llava-next")
+    _expect_text(page, "#compare-table", "qwen2-vl")
+    assert _plotly_traces(page, "#compare-figure") > 0
+    assert _plotly_traces(page, "#compare-scatter") > 0
+    _shot(page, "04-compare")
+
+    # 5. Pack: the examples packed into sequences, compared with a padded tiling batch.
+    page.get_by_role("tab", name="Pack").click()
+    _expect_text(page, "#pack-table", "NaViT packing")
+    _expect_text(page, "#pack-table", "padded")
+    assert _plotly_traces(page, "#pack-figure") > 0
+    assert _plotly_traces(page, "#mask-figure") > 0
+    _shot(page, "05-pack")
+
+    # 6. A text file named .png: a readable error, and the app keeps working.
+    page.get_by_role("tab", name="Slice").click()
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image\n")
+    _upload(page, fake)
+    sync_api.expect(page.get_by_text("is not an image").first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    _shot(page, "06-bad-upload")
+
+    square = tmp_path / "square.png"
+    from PIL import Image
+
+    Image.new("RGB", (800, 800), (40, 120, 200)).save(square)
+    _upload(page, square)
+    after = gridvlm.plan((800, 800), "internvl")
+    _expect_text(page, "#slice-summary", "800×800")
+    _expect_text(page, "#slice-summary", f"{after.token_count} tokens")
+    _shot(page, "07-recovered")
