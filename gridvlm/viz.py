@@ -116,27 +116,55 @@ def _tile_label(tile: Tile) -> str:
     return f"{tile.row},{tile.col} · {tile.token_count} tok"
 
 
+class _Overlay:
+    """Shapes, annotations and traces collected first and added to the figure in one call each.
+
+    Plotly re-validates every existing shape on each `add_shape`, so adding them one by one costs O(n²).
+    """
+
+    def __init__(self, fig: go.Figure, row: int | None = None, col: int | None = None):
+        self.fig, self.shapes, self.annotations, self.traces = fig, [], [], []
+        if row is None:
+            self.xref, self.yref = "x", "y"
+        else:
+            subplot = fig.get_subplot(row, col)
+            self.xref = subplot.xaxis.plotly_name.replace("axis", "")
+            self.yref = subplot.yaxis.plotly_name.replace("axis", "")
+
+    def shape(self, **kw) -> None:
+        self.shapes.append(dict(xref=self.xref, yref=self.yref, **kw))
+
+    def annotation(self, **kw) -> None:
+        self.annotations.append(dict(xref=self.xref, yref=self.yref, **kw))
+
+    def trace(self, trace) -> None:
+        trace.update(xaxis=self.xref, yaxis=self.yref)
+        self.traces.append(trace)
+
+    @staticmethod
+    def flush(fig: go.Figure, overlays: Sequence["_Overlay"]) -> None:
+        """Add everything the overlays collected, with one assignment per layout list (linear, not quadratic)."""
+        fig.add_traces([t for o in overlays for t in o.traces])
+        fig.layout.shapes = list(fig.layout.shapes) + [s for o in overlays for s in o.shapes]
+        fig.layout.annotations = list(fig.layout.annotations) + [a for o in overlays for a in o.annotations]
+
+
 def _add_overlay(
-    fig: go.Figure,
+    out: _Overlay,
     plan: Plan,
     image: Any = None,
     seams: Any = None,
     show_seams: bool = True,
     max_side: int = 1024,
-    row: int | None = None,
-    col: int | None = None,
     labels: bool = True,
 ) -> Box:
-    """Draw one plan (image, padding, tiles, global view, seams) into `fig`; returns the extent drawn."""
+    """Collect one plan's drawing (image, padding, tiles, global view, seams) into `out`; returns the extent."""
     w, h = plan.image_size
-    where = {} if row is None else {"row": row, "col": col}
     if image is not None:
-        fig.add_trace(_image_trace(image, plan.image_size, max_side), **where)
+        out.trace(_image_trace(image, plan.image_size, max_side))
     else:
-        fig.add_shape(
-            type="rect", x0=0, y0=0, x1=w, y1=h, name="image", layer="below",
-            line=dict(color="#444", width=1), fillcolor="rgba(230, 230, 230, 0.5)", **where,
-        )
+        out.shape(type="rect", x0=0, y0=0, x1=w, y1=h, name="image", layer="below",
+                  line=dict(color="#444", width=1), fillcolor="rgba(230, 230, 230, 0.5)")
 
     extent = [0.0, 0.0, float(w), float(h)]
     image_box = (0.0, 0.0, float(w), float(h))
@@ -147,62 +175,45 @@ def _add_overlay(
         extent = [min(extent[0], footprint[0]), min(extent[1], footprint[1]),
                   max(extent[2], footprint[2]), max(extent[3], footprint[3])]
         for part in _minus(footprint, image_box):
-            fig.add_shape(
-                type="rect", x0=part[0], y0=part[1], x1=part[2], y1=part[3], name="padding",
-                line=dict(width=0), fillcolor=PADDING_FILL, **where,
-            )
+            out.shape(type="rect", x0=part[0], y0=part[1], x1=part[2], y1=part[3], name="padding",
+                      line=dict(width=0), fillcolor=PADDING_FILL)
 
     line_width = 2 if len(plan.tiles) <= 16 else 1
     for k, tile in enumerate(plan.tiles):
         color = PALETTE[k % len(PALETTE)]
         x0, y0, x1, y1 = tile.box
-        fig.add_shape(
-            type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name=f"tile {tile.row},{tile.col}",
-            line=dict(color=color, width=line_width), **where,
-        )
+        name = f"tile {tile.row},{tile.col}"
+        out.shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name=name, line=dict(color=color, width=line_width))
         if labels:
-            fig.add_annotation(
-                x=x0, y=y0, text=_tile_label(tile), name=f"tile {tile.row},{tile.col}", showarrow=False,
-                xanchor="left", yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
-                borderpad=1, **where,
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], name=f"tile {tile.row},{tile.col}",
-                mode="lines", line=dict(width=0, color=color), fill="toself", fillcolor=_alpha(color, 0.06),
-                hoveron="fills", hoverinfo="text", text=_hover_text(tile, f"tile {tile.row},{tile.col}"),
-                showlegend=False,
-            ),
-            **where,
-        )
+            out.annotation(x=x0, y=y0, text=_tile_label(tile), name=name, showarrow=False, xanchor="left",
+                           yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
+                           borderpad=1)
+        out.trace(go.Scatter(
+            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], name=name, mode="lines", line=dict(width=0, color=color),
+            fill="toself", fillcolor=_alpha(color, 0.06), hoveron="fills", hoverinfo="text",
+            text=_hover_text(tile, name), showlegend=False,
+        ))
 
     if plan.thumbnail is not None:
         t = plan.thumbnail
         pad = 0.01 * max(w, h)
         text = f"global view · {t.token_count} tok · {plan.thumbnail_position or ''}".rstrip(" ·")
-        fig.add_shape(
-            type="rect", x0=-pad, y0=-pad, x1=w + pad, y1=h + pad, name="global view",
-            line=dict(color="black", width=2, dash="dash"), **where,
-        )
+        out.shape(type="rect", x0=-pad, y0=-pad, x1=w + pad, y1=h + pad, name="global view",
+                  line=dict(color="black", width=2, dash="dash"))
         if labels:
-            fig.add_annotation(
-                x=w + pad, y=h + pad, text=text, name="global view", showarrow=False, xanchor="right",
-                yanchor="top", font=dict(size=11), bgcolor="rgba(255, 255, 255, 0.85)", **where,
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=[w + pad], y=[h + pad], mode="markers", marker=dict(size=8, color="black", symbol="square"),
-                name="global view", hoverinfo="text", text=_hover_text(t, "global view"), showlegend=False,
-            ),
-            **where,
-        )
+            out.annotation(x=w + pad, y=h + pad, text=text, name="global view", showarrow=False, xanchor="right",
+                           yanchor="top", font=dict(size=11), bgcolor="rgba(255, 255, 255, 0.85)")
+        out.trace(go.Scatter(
+            x=[w + pad], y=[h + pad], mode="markers", marker=dict(size=8, color="black", symbol="square"),
+            name="global view", hoverinfo="text", text=_hover_text(t, "global view"), showlegend=False,
+        ))
 
     if seams is not None and show_seams:
-        _add_seams(fig, seams, where)
+        _add_seams(out, seams)
     return tuple(extent)
 
 
-def _add_seams(fig: go.Figure, seams: Any, where: dict) -> None:
+def _add_seams(out: _Overlay, seams: Any) -> None:
     """Seams as line shapes above the tile outlines, plus one marker per seam (its midpoint) that carries the
     hover text and the colour bar."""
     segments = list(getattr(seams, "segments", seams))
@@ -211,19 +222,15 @@ def _add_seams(fig: go.Figure, seams: Any, where: dict) -> None:
     energies = [s[4] for s in segments]
     colors = sample_colorscale(SEAM_COLORSCALE, [min(1.0, max(0.0, e / SEAM_CMAX)) for e in energies])
     for (x0, y0, x1, y1, _), color in zip(segments, colors):
-        fig.add_shape(type="line", x0=x0, y0=y0, x1=x1, y1=y1, name="seam", line=dict(color=color, width=4),
-                      opacity=0.9, **where)
-    fig.add_trace(
-        go.Scatter(
-            x=[(s[0] + s[2]) / 2 for s in segments], y=[(s[1] + s[3]) / 2 for s in segments], mode="markers",
-            name="seam energy", text=[f"seam energy {e:.2f}" for e in energies], hoverinfo="text",
-            marker=dict(size=7, symbol="diamond", color=energies, cmin=0, cmax=SEAM_CMAX,
-                        colorscale=SEAM_COLORSCALE, line=dict(color="white", width=1), showscale=True,
-                        colorbar=dict(title="seam<br>energy", thickness=12)),
-            showlegend=False,
-        ),
-        **where,
-    )
+        out.shape(type="line", x0=x0, y0=y0, x1=x1, y1=y1, name="seam", line=dict(color=color, width=4), opacity=0.9)
+    out.trace(go.Scatter(
+        x=[(s[0] + s[2]) / 2 for s in segments], y=[(s[1] + s[3]) / 2 for s in segments], mode="markers",
+        name="seam energy", text=[f"seam energy {e:.2f}" for e in energies], hoverinfo="text",
+        marker=dict(size=7, symbol="diamond", color=energies, cmin=0, cmax=SEAM_CMAX,
+                    colorscale=SEAM_COLORSCALE, line=dict(color="white", width=1), showscale=True,
+                    colorbar=dict(title="seam<br>energy", thickness=12)),
+        showlegend=False,
+    ))
 
 
 def _alpha(color: str, a: float) -> str:
@@ -256,7 +263,9 @@ def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bo
     planned image with the same aspect ratio.
     """
     fig = go.Figure()
-    extent = _add_overlay(fig, plan, image, seams, show_seams)
+    out = _Overlay(fig)
+    extent = _add_overlay(out, plan, image, seams, show_seams)
+    _Overlay.flush(fig, [out])
     _frame_axes(fig, extent)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(
@@ -277,12 +286,15 @@ def compare_figure(plans: Mapping[str, Plan], image: Any = None, cols: int = 4) 
         horizontal_spacing=0.02, vertical_spacing=0.06,
     )
     small = None if image is None else _encoded(image, 384)
+    overlays = []
     for k, name in enumerate(names):
         r, c = divmod(k, cols)
-        extent = _add_overlay(fig, plans[name], small, max_side=384, row=r + 1, col=c + 1, labels=False)
+        overlays.append(_Overlay(fig, r + 1, c + 1))
+        extent = _add_overlay(overlays[-1], plans[name], small, max_side=384, labels=False)
         _frame_axes(fig, extent, r + 1, c + 1)
         axis = "" if k == 0 else str(k + 1)
         fig.update_yaxes(scaleanchor=f"x{axis}", scaleratio=1, row=r + 1, col=c + 1)
+    _Overlay.flush(fig, overlays)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_annotations(font_size=11)
@@ -435,4 +447,62 @@ def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
             ), row=1, col=c)
     fig.update_layout(title="packing vs padded batch", height=380, margin=dict(l=10, r=10, t=60, b=10),
                       barmode="group")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention
+
+ATTENTION_COLORSCALE = "Inferno"
+
+
+def attention_figure(plan: Plan, image_preview: Any, heat: Any, opacity: float = 0.5,
+                     title: str | None = None, show_tiles: bool = True) -> go.Figure:
+    """A heatmap over the image: `heat` is (H', W') over the whole original image (``attention.to_image``).
+
+    The plan's tiles are outlined (``show_tiles``), the colour bar gives attention mass per heat cell, hover
+    shows the original-pixel position. Zero cells are transparent so the image shows through.
+    """
+    import numpy as np
+
+    z = np.asarray(heat, dtype=float)
+    h_out, w_out = z.shape
+    w, h = plan.image_size
+    fig = go.Figure()
+    if show_tiles:
+        out = _Overlay(fig)
+        extent = _add_overlay(out, plan, image_preview, labels=False)
+        _Overlay.flush(fig, [out])
+    else:
+        if image_preview is not None:
+            fig.add_trace(_image_trace(image_preview, plan.image_size, 1024))
+        extent = (0.0, 0.0, float(w), float(h))
+    dx, dy = w / w_out, h / h_out
+    fig.add_trace(go.Heatmap(
+        z=np.where(z > 0, z, np.nan), x0=dx / 2, dx=dx, y0=dy / 2, dy=dy, opacity=float(opacity),
+        colorscale=ATTENTION_COLORSCALE, zmin=0, zmax=float(z.max()) if z.size and z.max() > 0 else 1.0,
+        name="attention", colorbar=dict(title="attention", thickness=12),
+        hovertemplate="x %{x:.0f}, y %{y:.0f} px<br>attention %{z:.3g}<extra></extra>",
+    ))
+    _frame_axes(fig, extent)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(title=title or f"attention · {_plan_title(plan)}", height=560,
+                      margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white", showlegend=False)
+    return fig
+
+
+def attention_mass_figure(masses: Mapping[str, float], title: str = "attention mass per view") -> go.Figure:
+    """One bar per view label (``"global view"``, ``"tile r,c"``) and ``"newlines"`` (separators: not pixels),
+    in the given order; text shows each bar's share of the total."""
+    names = list(masses)
+    values = [float(masses[k]) for k in names]
+    total = sum(values) or 1.0
+    colors = ["black" if k == "global view" else "#9a9a9a" if k == "newlines" else PALETTE[i % len(PALETTE)]
+              for i, k in enumerate(names)]
+    fig = go.Figure(go.Bar(
+        x=names, y=values, marker_color=colors, name="mass", text=[f"{100 * v / total:.1f}%" for v in values],
+        textposition="outside", hovertemplate="%{x}: %{y:.4g}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=320, yaxis_title="attention mass", margin=dict(l=10, r=10, t=50, b=10),
+                      showlegend=False)
     return fig
