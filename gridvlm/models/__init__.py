@@ -1,0 +1,41 @@
+"""transformers adapters: load a VLM, run it on any gridvlm plan, chat with it.
+
+The only part of gridvlm that imports torch and transformers, and only when a name below is first used:
+`import gridvlm.models` itself loads neither (ModelError is cheap to import).
+
+    vlm = load_vlm("llava-hf/llava-v1.6-mistral-7b-hf")      # or a make_tiny_vlm directory
+    plan = vlm.native_plan(image)                             # the model's own slicing, read from its config
+    embeds, layout = vlm.encode(image, plan)                  # visual token sequence + what each position is
+    for partial in chat(vlm, image, plan, [], "What is this?"):
+        print(partial)
+"""
+
+from .errors import ModelError
+
+_LAZY = {
+    "VLM": "loading",
+    "load_vlm": "loading",
+    "clear_cache": "loading",
+    "encode": "visual",
+    "Layout": "visual",
+    "VisualSequence": "visual",
+    "chat": "conversation",
+    "prepare_inputs": "conversation",
+    "PreparedInputs": "conversation",
+    "to_messages": "conversation",
+    "prompt_size": "conversation",
+    "count_positions": "visual",
+    "make_tiny_vlm": "tiny",
+    "RANDOM_WEIGHTS_LABEL": "tiny",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'gridvlm.models' has no attribute {name!r}")
+
+
+__all__ = ["ModelError", *_LAZY]

@@ -1,0 +1,229 @@
+"""Multi-turn chat about one image, in the model's own (native) mode or on any gridvlm plan (plan mode).
+
+Native mode is transformers' own path: the processor expands the image placeholder and makes pixel values, the
+model encodes them. Plan mode tokenises the same chat-template text, expands the placeholder to as many image
+tokens as the plan's visual sequence has positions, and feeds `inputs_embeds` in which that span is replaced
+by `encode(vlm, image, plan)`. With the native plan both modes give the same embeddings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..geometry import Plan
+from .visual import VisualSequence, count_positions, encode, resolve_plan
+from .errors import ModelError
+from .loading import VLM
+
+History = Sequence[Any]  # [(user, assistant), …] pairs or [{"role": …, "content": …}, …] messages
+
+
+def to_messages(history: History, message: str) -> list[dict[str, Any]]:
+    """Chat-template messages with the image in the first user turn and `message` as the last user turn.
+
+    `history` holds earlier turns: (user, assistant) pairs, or role/content dicts (gradio's "messages" format;
+    content a string or a list of {"type": "text"} parts; non-text content such as files is skipped).
+    """
+    turns: list[tuple[str, str]] = []
+    for item in history or ():
+        if isinstance(item, dict):
+            role, text = item.get("role"), _text_of(item.get("content"))
+            if role not in ("user", "assistant") or text is None:
+                continue
+            turns.append((role, text))
+        else:
+            user, assistant = item
+            turns.append(("user", str(user)))
+            if assistant is not None:
+                turns.append(("assistant", str(assistant)))
+    turns.append(("user", str(message)))
+    messages = []
+    for role, text in turns:
+        if messages and messages[-1]["role"] == role:  # two user turns in a row: one message
+            messages[-1]["content"].append({"type": "text", "text": "\n" + text})
+            continue
+        messages.append({"role": role, "content": [{"type": "text", "text": text}]})
+    messages[0]["content"].insert(0, {"type": "image"})
+    return messages
+
+
+def _text_of(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "".join(texts) if texts else None
+    if isinstance(content, dict) and content.get("type") == "text":
+        return content.get("text", "")
+    return None
+
+
+def prompt_text(vlm: VLM, history: History, message: str) -> str:
+    """The chat-template text of the conversation, one image placeholder in the first user turn."""
+    messages = to_messages(history, message)
+    template_owner = vlm.processor if getattr(vlm.processor, "chat_template", None) else vlm.tokenizer
+    if not getattr(template_owner, "chat_template", None):
+        raise ModelError(f"{vlm.model_id!r} has no chat template in its processor or tokenizer files")
+    return template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+@dataclass(eq=False)
+class PreparedInputs:
+    """Everything `model.generate` needs for one turn, and what the UI shows about it."""
+
+    kwargs: dict[str, Any]  # input_ids, attention_mask and pixel_values (native) or inputs_embeds (plan mode)
+    prompt_tokens: int  # text + visual positions
+    visual_tokens: int
+    plan: Plan
+    visual: VisualSequence | None  # plan mode only
+    out_of_distribution: bool
+    context_length: int
+
+    @property
+    def input_ids(self):
+        return self.kwargs["input_ids"]
+
+
+def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, message: str,
+                   max_new_tokens: int = 0) -> PreparedInputs:
+    """Model inputs of one chat turn. plan="native": transformers' processor; else plan mode (gridvlm's path).
+
+    Raises ModelError, before any generation, when prompt + max_new_tokens exceed the model's context.
+    """
+    import torch
+
+    from ..imaging import load_image
+
+    image = load_image(image)
+    prompt = prompt_text(vlm, history, message)
+    if isinstance(plan, str) and plan == "native":
+        inputs = vlm.processor(images=image, text=prompt, return_tensors="pt")
+        kwargs = {k: v.to(vlm.device) for k, v in inputs.items() if hasattr(v, "to")}
+        kwargs["pixel_values"] = kwargs["pixel_values"].to(vlm.model.dtype)
+        n_visual = int((kwargs["input_ids"] == vlm.image_token_id).sum())
+        resolved, visual, ood = vlm.native_plan(image.size), None, False
+    else:
+        resolved = resolve_plan(vlm, image.size, plan)
+        ids = vlm.tokenizer(prompt, return_tensors="pt")["input_ids"][0]  # (text tokens,)
+        spots = (ids == vlm.image_token_id).nonzero().flatten().tolist()
+        if len(spots) != 1:
+            raise ModelError(f"the chat template of {vlm.model_id!r} gave {len(spots)} image placeholders, not 1")
+        visual = encode(vlm, image, resolved)
+        n_visual, at = len(visual), spots[0]
+        filler = torch.full((n_visual,), vlm.image_token_id, dtype=ids.dtype)
+        ids = torch.cat((ids[:at], filler, ids[at + 1:]))[None].to(vlm.device)  # (1, prompt tokens)
+        with torch.inference_mode():
+            embeds = vlm.model.get_input_embeddings()(ids)  # (1, prompt tokens, hidden)
+            embeds[0, at:at + n_visual] = visual.embeds.to(embeds.dtype)
+        kwargs = {"input_ids": ids, "inputs_embeds": embeds, "attention_mask": torch.ones_like(ids)}
+        ood = visual.out_of_distribution
+    prepared = PreparedInputs(kwargs, int(kwargs["input_ids"].shape[1]), n_visual, resolved, visual, ood,
+                              vlm.context_length)
+    check_context(vlm, prepared.prompt_tokens, prepared.visual_tokens, max_new_tokens)
+    return prepared
+
+
+@dataclass(frozen=True)
+class PromptSize:
+    """What a turn will cost before anything runs: counted from the template and the plan, no encoding."""
+
+    prompt_tokens: int  # text + visual positions
+    visual_tokens: int
+    context_length: int
+    out_of_distribution: bool
+
+    def fits(self, max_new_tokens: int) -> bool:
+        return self.prompt_tokens + max_new_tokens <= self.context_length
+
+
+def prompt_size(vlm: VLM, image_size: tuple[int, int], plan: Plan | dict | str, history: History,
+                message: str) -> PromptSize:
+    """Prompt and visual token counts of a turn; equal to what prepare_inputs builds (tested)."""
+    resolved = resolve_plan(vlm, tuple(image_size), plan)
+    native = isinstance(plan, str) or vlm.is_native(resolved)
+    visual = resolved.token_count if isinstance(plan, str) else count_positions(vlm, resolved)
+    text = len(vlm.tokenizer(prompt_text(vlm, history, message))["input_ids"]) - 1  # minus the placeholder
+    return PromptSize(text + visual, visual, vlm.context_length, not native)
+
+
+def check_context(vlm: VLM, prompt_tokens: int, visual_tokens: int, max_new_tokens: int) -> None:
+    total = prompt_tokens + max_new_tokens
+    if total > vlm.context_length:
+        raise ModelError(
+            f"this turn needs {prompt_tokens} prompt tokens ({visual_tokens} of them visual) + {max_new_tokens} new "
+            f"tokens = {total}, more than the {vlm.context_length}-token context of {vlm.label}. Use a plan with "
+            f"fewer visual tokens, start a new chat, or lower max_new_tokens.")
+
+
+def generate_kwargs(vlm: VLM, max_new_tokens: int, temperature: float, top_p: float,
+                    min_new_tokens: int | None) -> dict[str, Any]:
+    """Greedy when temperature is 0; else sampling with temperature and top_p."""
+    out: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "pad_token_id": vlm.tokenizer.pad_token_id
+                           if vlm.tokenizer.pad_token_id is not None else vlm.tokenizer.eos_token_id}
+    if temperature and temperature > 0:
+        out.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
+    else:
+        out.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if min_new_tokens:
+        out["min_new_tokens"] = int(min_new_tokens)
+    return out
+
+
+def chat(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, message: str,
+         max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, stream: bool = True,
+         min_new_tokens: int | None = None) -> Iterator[str]:
+    """Generate the assistant's reply to `message`, yielding the reply so far (each value replaces the last).
+
+    `plan`: "native" (transformers' own processing) or a gridvlm Plan / plan dict (plan mode). Greedy unless
+    temperature > 0. `stream=False` yields once, the whole reply. Raises ModelError before generating when the
+    prompt and max_new_tokens do not fit the model's context.
+    """
+    from transformers import TextIteratorStreamer
+
+    if max_new_tokens < 1:
+        raise ModelError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
+    prepared = prepare_inputs(vlm, image, plan, history, message, max_new_tokens)
+    gen = generate_kwargs(vlm, max_new_tokens, temperature, top_p, min_new_tokens)
+    if not stream:
+        return _whole_reply(vlm, prepared, gen)
+    streamer = TextIteratorStreamer(vlm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return _streamed(vlm, prepared, gen, streamer)
+
+
+def _run(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any]):
+    import torch
+
+    with torch.inference_mode():
+        return vlm.model.generate(**prepared.kwargs, **gen)  # (1, prompt + new tokens)
+
+
+def _whole_reply(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any]) -> Iterator[str]:
+    out = _run(vlm, prepared, gen)
+    yield vlm.tokenizer.decode(out[0, prepared.prompt_tokens:], skip_special_tokens=True)
+
+
+def _streamed(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any], streamer) -> Iterator[str]:
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            _run(vlm, prepared, {**gen, "streamer": streamer})
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="gridvlm-generate", daemon=True)
+    thread.start()
+    reply = ""
+    for piece in streamer:
+        if piece:
+            reply += piece
+            yield reply
+    thread.join()
+    if failure:
+        raise ModelError(f"generation failed: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
+    if not reply:
+        yield reply

@@ -1,0 +1,165 @@
+"""Chat through app_chat's handlers and gridvlm.models.chat, on the tiny offline LLaVA-NeXT (CPU)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+gr = pytest.importorskip("gradio")
+
+import app_chat  # noqa: E402
+import gridvlm  # noqa: E402
+from gridvlm.models import ModelError, chat, prompt_size  # noqa: E402
+from gridvlm.models import conversation  # noqa: E402
+
+TINY = next(iter(app_chat.TINY_MODELS))  # the tiny LLaVA-NeXT choice, built on first use
+N = 6  # tokens per reply: min_new_tokens = max_new_tokens, so random weights cannot stop early
+
+
+@pytest.fixture(scope="module")
+def image():
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((640, 480))
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    app_chat.load_model(TINY, "none", progress=lambda *a, **k: None)
+    return app_chat.get_vlm(TINY, "none")
+
+
+@pytest.fixture
+def prompts(monkeypatch):
+    """Every chat-template text the conversation builds."""
+    seen = []
+    original = conversation.prompt_text
+
+    def spy(*args, **kwargs):
+        text = original(*args, **kwargs)
+        seen.append(text)
+        return text
+
+    monkeypatch.setattr(conversation, "prompt_text", spy)
+    return seen
+
+
+def test_default_model_is_tiny_without_cuda(monkeypatch):
+    monkeypatch.delenv("GRIDVLM_MODEL", raising=False)
+    if not app_chat.has_cuda():
+        assert app_chat.default_model() == TINY
+        assert "random weights — answers are meaningless, geometry is real" in TINY
+    monkeypatch.setenv("GRIDVLM_MODEL", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+    assert app_chat.default_model() == "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+def test_load_model_reports_random_weights(vlm):
+    status = app_chat.load_model(TINY, "none", progress=lambda *a, **k: None)
+    assert "random weights — answers are meaningless, geometry is real" in status
+    assert "336-px views" in status and "24×24" in status
+    assert vlm.random_weights
+
+
+def test_two_streamed_turns_carry_the_first_turn(vlm, image, prompts):
+    plan_dict = gridvlm.plan(image, "llava-next").to_dict()
+    turn1 = list(app_chat.respond("What is in the picture?", [], image, plan_dict, TINY, "none", app_chat.NATIVE,
+                                  max_new_tokens=N, min_new_tokens=N))
+    history, box = turn1[-1]
+    assert box == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    first_reply = history[1]["content"]
+    assert turn1[0][0][-1]["content"] == ""  # the question shows at once, the reply streams in after it
+    partials = [h[0][-1]["content"] for h in turn1[1:]]
+    assert first_reply and all(partials)
+    assert all(later.startswith(earlier) for earlier, later in zip(partials, partials[1:]))  # streamed prefixes
+    assert first_reply == next(chat(vlm, image, "native", [], "What is in the picture?", max_new_tokens=N,
+                                    min_new_tokens=N, stream=False))
+
+    turn2 = list(app_chat.respond("And the colours?", history, image, plan_dict, TINY, "none", app_chat.SLICE_PLAN,
+                                  max_new_tokens=N, min_new_tokens=N))
+    history2, _ = turn2[-1]
+    assert [m["role"] for m in history2] == ["user", "assistant", "user", "assistant"]
+    assert history2[:2] == history and history2[3]["content"]
+    second_prompt = prompts[-1]
+    assert "What is in the picture?" in second_prompt and first_reply in second_prompt
+    assert second_prompt.index(first_reply) < second_prompt.index("And the colours?")
+    assert second_prompt.count("<image>") == 1
+
+
+def test_native_and_plan_mode_replies_are_the_same(vlm, image):
+    kwargs = dict(max_new_tokens=N, min_new_tokens=N, stream=False)
+    native = next(chat(vlm, image, "native", [("Hi", "Hello")], "Describe it.", **kwargs))
+    planned = next(chat(vlm, image, vlm.native_plan(image), [("Hi", "Hello")], "Describe it.", **kwargs))
+    assert native == planned
+
+
+def test_sampling_runs(vlm, image):
+    reply = next(chat(vlm, image, "native", [], "Hi", max_new_tokens=N, min_new_tokens=N, temperature=0.8,
+                      top_p=0.9, stream=False))
+    assert isinstance(reply, str) and reply
+
+
+def test_usage_shows_tokens_context_and_out_of_distribution(vlm, image):
+    text = app_chat.usage_markdown(image, None, TINY, "none", app_chat.NATIVE, 64, [])
+    assert f"**{vlm.native_plan(image).token_count} visual tokens**" in text
+    assert "of 8192** context tokens" in text and "Out of the model's training distribution" not in text
+    internvl = gridvlm.plan(image, "internvl")
+    text = app_chat.usage_markdown(image, internvl.to_dict(), TINY, "none", app_chat.SLICE_PLAN, 64, [])
+    assert "Out of the model's training distribution" in text and "plan 'internvl'" in text
+
+
+@pytest.mark.parametrize("strategy", ["native", "internvl", "llava-uhd"])
+def test_prompt_size_counts_what_is_built(vlm, image, strategy):
+    plan = "native" if strategy == "native" else gridvlm.plan(image, strategy)
+    history = [("Hi", "Hello there")]
+    counted = prompt_size(vlm, image.size, plan, history, "What now?")
+    built = conversation.prepare_inputs(vlm, image, plan, history, "What now?")
+    assert (counted.prompt_tokens, counted.visual_tokens) == (built.prompt_tokens, built.visual_tokens)
+    assert counted.out_of_distribution == (strategy != "native")
+
+
+def test_messages_history_format_is_accepted(vlm, image):
+    pairs = conversation.to_messages([("a", "b")], "c")
+    messages = conversation.to_messages([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+                                        "c")
+    assert pairs == messages
+    assert messages[0]["content"][0] == {"type": "image"}
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+def test_errors_reach_the_user_as_gr_error(vlm, image):
+    with pytest.raises(gr.Error, match="no image yet"):
+        list(app_chat.respond("Hi", [], None, None, TINY, "none", app_chat.NATIVE))
+    with pytest.raises(gr.Error, match="no Slice-tab plan yet"):
+        list(app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.SLICE_PLAN))
+    with pytest.raises(gr.Error, match="8192-token context"):
+        list(app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=8000))
+    with pytest.raises(gr.Error, match="no model 'nobody/nothing-here'"):
+        app_chat.load_model("nobody/nothing-here", "none", progress=lambda *a, **k: None)
+    if not app_chat.has_cuda():
+        with pytest.raises(gr.Error, match="4bit quantization runs through bitsandbytes on a CUDA GPU"):
+            app_chat.load_model(TINY, "4bit", progress=lambda *a, **k: None)
+
+
+def test_over_long_prompt_refused_before_generation(vlm, image, monkeypatch):
+    called = []
+    monkeypatch.setattr(vlm.model, "generate", lambda *a, **k: called.append(1))
+    with pytest.raises(ModelError, match="more than the 8192-token context"):
+        chat(vlm, image, "native", [], "Hi", max_new_tokens=8000)
+    assert not called
+
+
+def test_chat_tab_builds_inside_blocks():
+    with gr.Blocks() as demo:
+        image_state, plan_state = gr.State(None), gr.State(None)
+        app_chat.build_chat_tab(image_state, plan_state)
+    assert any(getattr(c, "elem_id", None) == "chat-bot" for c in demo.blocks.values())
