@@ -110,16 +110,18 @@ View = Union[np.ndarray, "torch.Tensor"]  # uint8 (h, w, 3), or float32 (3, h, w
 # ------------------------------------------------------------------------------------------------- public API
 
 
-def views(image: ImageSource, plan: Plan) -> list[Image.Image]:
+def views(image: ImageSource, plan: Plan, exact: bool = True) -> list[Image.Image]:
     """What the encoder sees: one uint8 RGB image per view, in `plan.views` order, each `view.input_size`.
 
     Rendered exactly as the reference does (as `pixel_values(..., exact=True)` before normalising); padding is
-    filled with the strategy's pad colour (`PAD_COLOURS`). `image` is anything `load_image` takes. Raises
-    `PlanError` if the plan was made for another size, `ImageError` if the image cannot be read.
+    filled with the strategy's pad colour (`PAD_COLOURS`). `exact=False` takes `pixel_values`' fast routes
+    (reduced-scale JPEG decoding, box-reduced downscales; same FAST_MEAN_ABS_BOUND) — for previews.
+    `image` is anything `load_image` takes. Raises `PlanError` if the plan was made for another size,
+    `ImageError` if the image cannot be read.
     """
-    src = _decode(image, plan, draft=1)
+    src = _decode(image, plan, draft=1 if exact else _draft_factor(plan))
     out = []
-    for v in _render(src, plan, exact=True):
+    for v in _render(src, plan, exact=exact):
         if not isinstance(v, np.ndarray):  # float (3, h, w) in 0..1 -> uint8, as ToPILImage would round
             v = (v.clamp(0, 1) * 255).round().to(dtype=_torch().uint8).permute(1, 2, 0).numpy()
         out.append(Image.fromarray(np.ascontiguousarray(v), "RGB"))

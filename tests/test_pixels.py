@@ -315,3 +315,12 @@ def test_qwen_pixel_values_fast_is_the_patch_layout_of_exact(big_jpeg, params):
 def test_qwen_pixel_values_refuses_other_plans():
     with pytest.raises(PlanError, match="qwen2-vl"):
         qwen_pixel_values(jpeg(marked_image()), gridvlm.plan(marked_image(), "llava-next"))
+
+
+@pytest.mark.parametrize("strategy", ["llava-next", "internvl", "llava-uhd", "qwen2-vl"])
+def test_fast_views_are_close_to_exact(big_jpeg, strategy):
+    plan = gridvlm.plan(gridvlm.image_size(big_jpeg), strategy)
+    fast, exact = views(big_jpeg, plan, exact=False), views(big_jpeg, plan)
+    assert [v.size for v in fast] == [v.size for v in exact]
+    diff = np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(fast, exact)]) / 255
+    assert diff <= FAST_MEAN_ABS_BOUND
