@@ -1,6 +1,6 @@
 """The app in a real browser: Debian chromium driven by playwright, against `python app.py` on a free port.
 
-Launched as /work/shared/notes.md says (persistent context on a fresh profile, the system chromium; never
+Chromium is launched with a persistent context on a fresh profile (the system browser; never
 `playwright install`). Screenshots of every step go to test-artifacts/ (git-ignored).
 """
 
