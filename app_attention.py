@@ -1,0 +1,222 @@
+"""The Chat tab's attention panel: where the model looked while it answered.
+
+`build_attention_panel(chat_state)` creates the controls and figures inside the current ``gr.Blocks`` context and
+wires them; `chat_state` is the gr.State holding the last reply's `gridvlm.attention.reply_record(...)` (a plain
+dict: model key, image, plan dict, sequence ids, visual positions, answer tokens). Handlers are module-level
+functions of plain values (tests call them directly); the model is the shared `load_vlm` cache entry.
+
+The captured weights of a reply are cached per (reply, source, heads), so moving the token picker, the layer
+sliders or the opacity re-draws without running the model again.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from gridvlm import attention as A
+from gridvlm import viz
+from gridvlm.errors import GridVLMError
+from gridvlm.geometry import Plan
+
+WHOLE = "whole answer"
+QUESTION = "question (after the image)"
+SOURCES = ("LLM → image", "vision encoder")
+HEAD_MODES = ("mean", "max", "one head")
+HEAT_LONG_SIDE = 256  # heat cells on the image's long side
+CACHE_SIZE = 4  # captured replies kept (LLM: layers × rows × visual positions float32 each)
+
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def token_choices(record: dict | None) -> list[str]:
+    """The token picker's entries: the whole answer, the question, then "k: token" per answer token."""
+    if not record:
+        return [WHOLE]
+    return [WHOLE, QUESTION] + [f"{k}: {tok!r}" for k, tok in enumerate(record["answer_tokens"])]
+
+
+def controls_for(record: dict | None, source: str) -> tuple[dict, dict, dict, dict]:
+    """gr.update dicts for (token picker, first layer, last layer, head index) after a reply or a source switch.
+
+    LLM: every layer by default; vision encoder: the layer that makes the features the LLM reads."""
+    if not record:
+        return (_update(choices=[WHOLE], value=WHOLE), _update(maximum=1, value=0), _update(maximum=1, value=0),
+                _update(maximum=1, value=0))
+    if source == SOURCES[1]:
+        n, heads = record["vision_layers"], record["vision_heads"]
+        first = last = record["vision_feature_attention_layer"]
+    else:
+        n, heads = record["text_layers"], record["text_heads"]
+        first, last = 0, n - 1
+    top = max(1, n - 1)  # a slider needs minimum < maximum
+    return (_update(choices=token_choices(record), value=WHOLE), _update(maximum=top, value=first),
+            _update(maximum=top, value=last), _update(maximum=max(1, heads - 1), value=0))
+
+
+def show_attention(record: dict | None, token: str, first_layer: float, last_layer: float, head_mode: str,
+                   head_index: float, source: str, opacity: float) -> tuple[Any, Any, Any, str]:
+    """(overlay figure, global-view figure, mass bar chart, summary) for the chosen token, layers and heads."""
+    if not record:
+        raise GridVLMError("no reply yet: chat about an image first, then look at where the model attended")
+    plan = Plan.from_dict(record["plan"])
+    heads = int(head_index) if head_mode == "one head" else head_mode
+    first, last = sorted((int(first_layer), int(last_layer)))
+    if source == SOURCES[1]:
+        maps = A.vision_view_maps(_vision_maps(record, first, last, heads), plan)
+        what = f"vision encoder, layers {first}–{last}"
+    else:
+        weights, layout = _llm_weights(record, heads)  # (all layers, rows, visual)
+        vector = _pick_rows(record, weights[first:last + 1].mean(axis=0), token)  # (visual,)
+        maps = A.map_to_views(vector, layout, plan)
+        what = f"LLM layers {first}–{last}, {token}"
+    head_text = f"head {heads}" if isinstance(heads, int) else f"{heads} over heads"
+    size = A.heat_size(plan.image_size, HEAT_LONG_SIDE)
+    image = _preview(record)
+    overlay = viz.attention_figure(plan, image, A.to_image(maps, plan, size), opacity,
+                                   title=f"attention on the tiles · {what} · {head_text}")
+    glob = viz.attention_figure(plan, image, A.to_image(maps, plan, size, which="global"), opacity,
+                                title="global view", show_tiles=False)
+    mass = viz.attention_mass_figure(maps.masses())
+    total = maps.total or 1.0
+    summary = (f"**{what}** · {head_text}. Share of the attention to the image: tiles "
+               f"{100 * sum(m for l, m in maps.masses().items() if l.startswith('tile')) / total:.1f}%, "
+               f"global view {100 * maps.masses().get('global view', 0.0) / total:.1f}%, "
+               f"newlines {100 * maps.newline_mass / total:.1f}% (separators, not pixels: an attention sink).")
+    return overlay, glob, mass, summary
+
+
+def _pick_rows(record: dict, weights: np.ndarray, token: str) -> np.ndarray:
+    """(rows, visual) → (visual,): the chosen answer token's row, or the mean over the answer / question rows."""
+    question, answer = A.query_rows(record)
+    if token == QUESTION:
+        return weights[: len(question)].mean(axis=0)
+    if token in (WHOLE, None, ""):
+        return weights[len(question):].mean(axis=0)
+    k = int(str(token).split(":", 1)[0])
+    if not 0 <= k < len(answer):
+        raise GridVLMError(f"the answer has {len(answer)} tokens; pick one of 0…{len(answer) - 1}")
+    return weights[len(question) + k]
+
+
+def _cached(key: tuple, compute):
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = compute()
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def _llm_weights(record: dict, heads: str | int) -> tuple[np.ndarray, Any]:
+    """Every layer's attention from the question and answer rows to the visual positions, one extra pass."""
+
+    def compute():
+        from gridvlm.models import load_vlm
+
+        vlm = load_vlm(**record["model"])
+        embeds, visual, layout = A.rebuild_inputs(vlm, record)
+        question, answer = A.query_rows(record)
+        rows = np.concatenate((question, answer))
+        return A.llm_attention(vlm, embeds, visual, rows, layers=None, heads=heads), layout
+
+    return _cached(("llm", record["id"], heads), compute)
+
+
+def _vision_maps(record: dict, first: int, last: int, heads: str | int) -> np.ndarray:
+    def compute():
+        from gridvlm.models import load_vlm
+
+        vlm = load_vlm(**record["model"])
+        return A.vision_attention(vlm, record["image"], record["plan"], layers=(first, last), heads=heads)
+
+    return _cached(("vision", record["id"], first, last, heads), compute)
+
+
+def _preview(record: dict):
+    def compute():
+        from gridvlm.imaging import load_image
+
+        image = record["image"]
+        return viz.preview(image if hasattr(image, "mode") else load_image(image))
+
+    return _cached(("preview", record["id"]), compute)
+
+
+def _update(**kwargs) -> dict:
+    import gradio as gr
+
+    return gr.update(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def _for_people(fn):
+    """Bad input (GridVLMError) becomes a readable gr.Error in the browser instead of a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import gradio as gr
+
+        try:
+            return fn(*args, **kwargs)
+        except GridVLMError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return wrapper
+
+
+def build_attention_panel(chat_state: Any) -> dict[str, Any]:
+    """Controls and figures of the attention panel, created in the current Blocks context and wired to
+    `chat_state` (its value: a reply_record dict, or None before the first reply). Returns the components by
+    name; the lead places the call inside the Chat tab and may trigger ``refresh`` after each reply:
+    ``reply_event.success(**panel["refresh"])``."""
+    import gradio as gr
+
+    with gr.Accordion("Where did the model look? (attention)", open=False, elem_id="attention-panel"):
+        with gr.Row():
+            source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Source", elem_id="attention-source")
+            token = gr.Dropdown([WHOLE], value=WHOLE, label="Token", elem_id="attention-token",
+                                info="Each answer token's row is the step that wrote it")
+            head_mode = gr.Radio(list(HEAD_MODES), value="mean", label="Heads", elem_id="attention-heads")
+        with gr.Row():
+            first = gr.Slider(0, 1, value=0, step=1, label="First layer", elem_id="attention-first-layer")
+            last = gr.Slider(0, 1, value=0, step=1, label="Last layer", elem_id="attention-last-layer")
+            head_index = gr.Slider(0, 1, value=0, step=1, label="Head (for 'one head')", elem_id="attention-head")
+            opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id="attention-opacity")
+        show = gr.Button("Show attention", variant="primary", elem_id="attention-show")
+        summary = gr.Markdown(elem_id="attention-summary")
+        with gr.Row():
+            overlay = gr.Plot(label="Attention on the tiles", elem_id="attention-overlay", scale=2)
+            glob = gr.Plot(label="Global view", elem_id="attention-global", scale=1)
+        mass = gr.Plot(label="Attention mass per view", elem_id="attention-mass")
+
+    inputs = [chat_state, token, first, last, head_mode, head_index, source, opacity]
+    outputs = [overlay, glob, mass, summary]
+    draw = _for_people(show_attention)
+    show.click(draw, inputs, outputs)
+    for control in (token, first, last, head_mode, head_index, opacity):
+        control.input(draw, inputs, outputs)  # cached weights: re-drawing is cheap
+    controls = _for_people(controls_for)
+    source.input(controls, [chat_state, source], [token, first, last, head_index])
+    return {
+        "source": source, "token": token, "head_mode": head_mode, "first_layer": first, "last_layer": last,
+        "head_index": head_index, "opacity": opacity, "show": show, "summary": summary, "overlay": overlay,
+        "global": glob, "mass": mass,
+        "refresh": dict(fn=controls, inputs=[chat_state, source], outputs=[token, first, last, head_index]),
+    }
