@@ -14,8 +14,8 @@ RUN useradd --create-home --uid 1000 user
 WORKDIR /home/user/app
 
 COPY requirements.txt .
-# torch==2.13.0 is pinned to the CPU build: take it from PyTorch's CPU index, everything else from PyPI.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+# Packages by name only: point pip at a CPU-only torch index yourself (PIP_EXTRA_INDEX_URL) to keep the image small.
+RUN pip install -r requirements.txt
 
 COPY --chown=user:user . .
 USER user
