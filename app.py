@@ -2,6 +2,9 @@
 
 Layout and event wiring only: every number comes from `gridvlm`, every figure from `gridvlm.viz`, every table row
 from `gridvlm.ui`. Handlers are module-level functions (tests call them directly); per-user data lives in gr.State.
+Tabs: Slice, Compare, Pack (here) and Chat (`app_chat`: a model answers about the Slice tab's image, cut natively
+or as the Slice plan, with `app_attention`'s panel of where it looked). Model code (torch, transformers) is
+imported only when the Chat tab first uses a model.
 
     python app.py        # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860)
 """
@@ -18,13 +21,9 @@ from typing import Any
 
 import gradio as gr
 
+import app_chat
 import gridvlm
 from gridvlm import metrics, pixels, ui, viz
-
-try:  # Hugging Face ZeroGPU; nothing here needs a GPU yet, so it is only imported where installed
-    import spaces  # noqa: F401
-except ImportError:
-    spaces = None
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
@@ -293,6 +292,8 @@ def build_demo() -> gr.Blocks:
         pack_tab.select(pack_images, pack_in, pack_out)
         run_pack.click(pack_images, pack_in, pack_out)
         seq.input(show_mask, [packing_state, seq], mask_plot)
+
+        app_chat.build_chat_tab(ws, plan_state)  # @spaces.GPU (ZeroGPU) wraps only its generation
     return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
 
 

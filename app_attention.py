@@ -95,6 +95,20 @@ def show_attention(record: dict | None, token: str, first_layer: float, last_lay
     return overlay, glob, mass, summary
 
 
+def redraw(record: dict | None, token: str, first_layer: float, last_layer: float, head_mode: str,
+           head_index: float, source: str, opacity: float, panel_open: bool) -> tuple:
+    """The figures after an event that is not a request to draw (a new reply, a source switch, opening the panel):
+    nothing while the panel is closed (no extra pass for a panel nobody looks at), empty figures when there is no
+    reply, else `show_attention`."""
+    import gradio as gr
+
+    if not panel_open:
+        return gr.skip()
+    if not record:
+        return None, None, None, ""
+    return show_attention(record, token, first_layer, last_layer, head_mode, head_index, source, opacity)
+
+
 def _pick_rows(record: dict, weights: np.ndarray, token: str) -> np.ndarray:
     """(rows, visual) → (visual,): the chosen answer token's row, or the mean over the answer / question rows."""
     question, answer = A.query_rows(record)
@@ -184,11 +198,12 @@ def _for_people(fn):
 def build_attention_panel(chat_state: Any) -> dict[str, Any]:
     """Controls and figures of the attention panel, created in the current Blocks context and wired to
     `chat_state` (its value: a reply_record dict, or None before the first reply). Returns the components by
-    name; the lead places the call inside the Chat tab and may trigger ``refresh`` after each reply:
-    ``reply_event.success(**panel["refresh"])``."""
+    name; after each reply the Chat tab triggers ``refresh`` (the controls) then ``redraw`` (the figures, only
+    while the panel is open): ``reply_event.success(**panel["refresh"]).then(**panel["redraw"])``."""
     import gradio as gr
 
-    with gr.Accordion("Where did the model look? (attention)", open=False, elem_id="attention-panel"):
+    panel_open = gr.State(False)
+    with gr.Accordion("Where did the model look? (attention)", open=False, elem_id="attention-panel") as accordion:
         with gr.Row():
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Source", elem_id="attention-source")
             token = gr.Dropdown([WHOLE], value=WHOLE, label="Token", elem_id="attention-token",
@@ -213,10 +228,24 @@ def build_attention_panel(chat_state: Any) -> dict[str, Any]:
     for control in (token, first, last, head_mode, head_index, opacity):
         control.input(draw, inputs, outputs)  # cached weights: re-drawing is cheap
     controls = _for_people(controls_for)
-    source.input(controls, [chat_state, source], [token, first, last, head_index])
+    refresh = dict(fn=controls, inputs=[chat_state, source], outputs=[token, first, last, head_index])
+    again = dict(fn=_for_people(redraw), inputs=[*inputs, panel_open], outputs=outputs)
+    source.input(**refresh).then(**again)
+    accordion.expand(_opened, None, panel_open).then(**again)
+    accordion.collapse(_closed, None, panel_open)
     return {
+        "accordion": accordion, "panel_open": panel_open,
         "source": source, "token": token, "head_mode": head_mode, "first_layer": first, "last_layer": last,
         "head_index": head_index, "opacity": opacity, "show": show, "summary": summary, "overlay": overlay,
         "global": glob, "mass": mass,
-        "refresh": dict(fn=controls, inputs=[chat_state, source], outputs=[token, first, last, head_index]),
+        "refresh": refresh,  # after a reply: the controls for the new record …
+        "redraw": again,  # … then its figures, when the panel is open
     }
+
+
+def _opened() -> bool:
+    return True
+
+
+def _closed() -> bool:
+    return False

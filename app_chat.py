@@ -3,7 +3,8 @@
 `build_chat_tab(image_state, plan_state)` is called inside the app's `gr.Blocks`; the two gr.State objects hold
 the Slice tab's image (a `gridvlm.ui.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
 Handlers are module-level functions of plain values (tests call them directly). Loaded models are shared by
-every user (gridvlm.models caches them); per-user data is only the chat history and the user's choices.
+every user (gridvlm.models caches them); per-user data is the chat history, the user's choices and the last
+reply's record for the attention panel (`gridvlm.attention.reply_record`, in a gr.State).
 
 Default model: $GRIDVLM_MODEL; else llava-hf/llava-v1.6-mistral-7b-hf when a CUDA GPU is present; else a tiny
 random-weight LLaVA-NeXT built offline on first use ("random weights — answers are meaningless, geometry is real").
@@ -21,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 
+from app_attention import build_attention_panel
 from gridvlm import GridVLMError, Plan
 from gridvlm.models import ModelError
 
@@ -40,6 +42,8 @@ HUB_MODELS = [GPU_MODEL, "llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-one
 NATIVE, SLICE_PLAN = "native", "current Slice-tab plan"
 QUANTIZATIONS = ["none", "4bit", "8bit"]
 MAX_NEW_TOKENS = 256  # default of the slider
+RANDOM_MIN_NEW_TOKENS = 8  # random weights may emit end-of-sequence at once: make them write at least this many
+STATE_TTL_S = 1800  # s; the last reply's record (it holds the image) is dropped this long after it was set
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,12 +201,18 @@ def _is_loaded(choice: str, quantization: str) -> bool:
 
 
 def _stream(choice: str, quantization: str, image, plan, history: list, message: str, max_new_tokens: int,
-            temperature: float, top_p: float, min_new_tokens: int | None) -> Iterator[str]:
+            temperature: float, top_p: float, min_new_tokens: int | None) -> Iterator[tuple[str, dict | None]]:
+    """(reply so far, None) while generating, then (whole reply, the turn's ids and visual positions): plain values,
+    so that the generator may run in another process (ZeroGPU)."""
     from gridvlm.models import chat
 
     vlm = get_vlm(choice, quantization)
-    yield from chat(vlm, image, plan, history, message, max_new_tokens=max_new_tokens, temperature=temperature,
-                    top_p=top_p, min_new_tokens=min_new_tokens)
+    reply = chat(vlm, image, plan, history, message, max_new_tokens=max_new_tokens, temperature=temperature,
+                 top_p=top_p, min_new_tokens=min_new_tokens)
+    for partial in reply:
+        yield partial, None
+    yield reply.text, {"sequence_ids": reply.sequence_ids, "prompt_tokens": reply.prompt_tokens,
+                       "visual_positions": list(reply.visual_positions)}
 
 
 if spaces is not None:  # the GPU is held only while a reply is generated
@@ -211,13 +221,19 @@ if spaces is not None:  # the GPU is held only while a reply is generated
 
 def respond(message: str, history: list | None, image_value: Any, plan_value: Any, choice: str, quantization: str,
             strategy: str, max_new_tokens: float = MAX_NEW_TOKENS, temperature: float = 0.0, top_p: float = 1.0,
-            min_new_tokens: int | None = None) -> Iterator[tuple[list, str]]:
-    """Stream the reply: yields (chat history in gradio's messages format, the cleared message box)."""
+            min_new_tokens: int | None = None) -> Iterator[tuple[list, str, Any]]:
+    """Stream the reply: yields (chat history in gradio's messages format, the cleared message box, the reply record).
+
+    The record (`gridvlm.attention.reply_record`, for the attention panel) is `gr.skip()` while the reply streams
+    and the finished reply's record in the last value. Random-weight models write at least
+    RANDOM_MIN_NEW_TOKENS tokens unless `min_new_tokens` says otherwise.
+    """
     history = list(history or [])
     message = (message or "").strip()
     if not message:
         raise gr.Error("type a message first", print_exception=False)
     try:
+        from gridvlm.attention import reply_record
         from gridvlm.models import prompt_size
         from gridvlm.models.conversation import check_context
 
@@ -226,28 +242,40 @@ def respond(message: str, history: list | None, image_value: Any, plan_value: An
         vlm = get_vlm(choice, quantization)
         size = prompt_size(vlm, image.size, plan, history, message)  # refuse an over-long turn before showing it
         check_context(vlm, size.prompt_tokens, size.visual_tokens, int(max_new_tokens))
+        if min_new_tokens is None and vlm.random_weights:
+            min_new_tokens = min(RANDOM_MIN_NEW_TOKENS, int(max_new_tokens))
         shown = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield list(shown), ""
+        yield list(shown), "", gr.skip()
         replies = _stream(choice, quantization, image, plan, history, message, int(max_new_tokens),
                           float(temperature), float(top_p), min_new_tokens)
-        for partial in replies:
+        turn = None
+        for partial, turn in replies:
             shown[-1] = {"role": "assistant", "content": partial}
-            yield list(shown), ""
+            if turn is None:
+                yield list(shown), "", gr.skip()
+        if turn is None:  # pragma: no cover - _stream always ends with the turn's ids
+            raise ModelError("generation ended without its token ids")
+        record = reply_record(vlm, image, plan, turn["sequence_ids"], turn["prompt_tokens"],
+                              visual_positions=turn["visual_positions"])
+        yield list(shown), "", record
     except GridVLMError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
 
 
-def clear_chat() -> tuple[list, str]:
-    return [], ""
+def clear_chat() -> tuple[list, str, None]:
+    """An empty chat, message box and reply record."""
+    return [], "", None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layout
 
 
-def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> None:
-    """The Chat tab; call inside the app's gr.Blocks with the Slice tab's image and plan states."""
-    with gr.Tab("Chat", id="chat"):
+def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any]:
+    """The Chat tab with its attention panel; call inside the app's gr.Blocks with the Slice tab's image and plan
+    states. Returns the components by name (the attention panel's under "attention")."""
+    chat_state = gr.State(None, time_to_live=STATE_TTL_S)  # the last finished reply's record
+    with gr.Tab("Chat", id="chat") as tab:
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 model = gr.Dropdown(model_choices(), value=default_model(), allow_custom_value=True,
@@ -269,13 +297,23 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> None:
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="chat-send")
                     clear = gr.Button("Clear", elem_id="chat-clear")
+        panel = build_attention_panel(chat_state)
 
         usage_in = [image_state, plan_state, model, quantization, strategy, max_new, chatbot]
         load.click(load_model, [model, quantization], status).then(usage_markdown, usage_in, usage)
-        for event in (strategy.change, max_new.release, quantization.change, image_state.change, plan_state.change):
+        # The image and plan change on the Slice tab only: re-count on coming here. (No .change on those states:
+        # gradio hashes a listened-to state after every event, and a Workspace holding a PIL image cannot be hashed.)
+        for event in (tab.select, strategy.change, max_new.release, quantization.change):
             event(usage_markdown, usage_in, usage)
         chat_in = [message, chatbot, image_state, plan_state, model, quantization, strategy, max_new, temperature,
                    top_p]
         for event in (send.click, message.submit):
-            event(respond, chat_in, [chatbot, message]).then(usage_markdown, usage_in, usage)
-        clear.click(clear_chat, None, [chatbot, message]).then(usage_markdown, usage_in, usage)
+            replied = event(respond, chat_in, [chatbot, message, chat_state])
+            replied.then(usage_markdown, usage_in, usage)
+            replied.success(**panel["refresh"]).then(**panel["redraw"])
+        cleared = clear.click(clear_chat, None, [chatbot, message, chat_state])
+        cleared.then(usage_markdown, usage_in, usage)
+        cleared.then(**panel["refresh"]).then(**panel["redraw"])
+    return {"tab": tab, "model": model, "quantization": quantization, "load": load, "status": status,
+            "strategy": strategy, "max_new_tokens": max_new, "chatbot": chatbot, "message": message, "send": send,
+            "clear": clear, "usage": usage, "chat_state": chat_state, "attention": panel}

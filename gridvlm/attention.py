@@ -385,7 +385,7 @@ def vision_attention(vlm: Any, image: Any, plan: Plan | dict | str = "native", l
     import torch
 
     from .imaging import load_image
-    from .models.visual import _pixels, resolve_plan
+    from .models.visual import resolve_plan, view_pixels
 
     image = load_image(image)
     plan = resolve_plan(vlm, image.size, plan)
@@ -399,7 +399,7 @@ def vision_attention(vlm: Any, image: Any, plan: Plan | dict | str = "native", l
     stop = _stop_after(encoder[rec.layers[-1]])
     try:
         with rec, torch.inference_mode():
-            pixels = _pixels(vlm, image, plan, exact=exact)  # (views, 3, t, t)
+            pixels = view_pixels(vlm, image, plan, exact=exact)  # (views, 3, t, t)
             try:
                 vlm.model.model.vision_tower(pixels)
             except _Stop:
@@ -644,14 +644,15 @@ def position_boxes(layout: Any, plan: Plan | dict) -> np.ndarray:
 
 
 def reply_record(vlm: Any, image: Any, plan: Plan | dict | str, sequence_ids: Sequence[int], prompt_tokens: int,
-                 reply_id: str | None = None) -> dict[str, Any]:
+                 reply_id: str | None = None, visual_positions: Sequence[int] | None = None) -> dict[str, Any]:
     """What a chat keeps of one finished reply for the attention panel: plain values only (gr.State copies it).
 
     `sequence_ids`: the prompt with its image placeholder expanded to the visual positions (as
     `prepare_inputs(...).input_ids`) followed by the answer's token ids; `prompt_tokens`: the prompt's length.
     `image`: a path or a PIL image (kept as given: a path is cheaper to copy); "model" holds load_vlm's
     arguments. The embeddings are rebuilt from
-    these with `encode` when attention is asked for, so nothing large is stored.
+    these with `encode` when attention is asked for, so nothing large is stored. `visual_positions`: where the
+    image sits (`PreparedInputs.visual_positions`); None = the image-token positions of the prompt.
     """
     import uuid
 
@@ -671,7 +672,8 @@ def reply_record(vlm: Any, image: Any, plan: Plan | dict | str, sequence_ids: Se
         "plan": plan.to_dict(),
         "sequence_ids": ids,
         "prompt_tokens": int(prompt_tokens),
-        "visual_positions": [i for i, t in enumerate(ids[:prompt_tokens]) if t == vlm.image_token_id],
+        "visual_positions": ([int(i) for i in visual_positions] if visual_positions is not None
+                             else [i for i, t in enumerate(ids[:prompt_tokens]) if t == vlm.image_token_id]),
         "answer_tokens": [vlm.tokenizer.decode([t]) for t in answer],
         "text_layers": len(text_layers(vlm)),
         "text_heads": int(text_cfg.num_attention_heads),

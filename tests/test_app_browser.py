@@ -7,6 +7,7 @@ Chromium is launched with a persistent context on a fresh profile (the system br
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -177,3 +178,67 @@ def test_slice_compare_pack_and_a_bad_upload(page, tmp_path):
     _expect_text(page, "#slice-summary", "800×800")
     _expect_text(page, "#slice-summary", f"{after.token_count} tokens")
     _shot(page, "07-recovered")
+
+
+def _plot_title(page, selector: str) -> str:
+    return page.eval_on_selector(f"{selector} .js-plotly-plot", "el => (el.layout && el.layout.title && "
+                                 "(el.layout.title.text || el.layout.title)) || ''")
+
+
+def _expect_plot_title(page, selector: str, text: str) -> str:
+    """Wait until the plotly figure under `selector` has a title containing `text`; returns the title."""
+    page.wait_for_function(
+        """([sel, text]) => { const el = document.querySelector(sel + ' .js-plotly-plot');
+                              const t = el && el.layout && el.layout.title;
+                              return !!t && String(t.text || t).includes(text); }""",
+        arg=[selector, text], timeout=STEP_TIMEOUT_MS)
+    return _plot_title(page, selector)
+
+
+def test_chat_streams_a_reply_and_shows_where_it_looked(page):
+    """The tiny offline model (the default without CUDA): load, ask, watch the reply stream in, then the attention
+    panel: heatmaps, a token from the picker, a narrower layer range."""
+    label = "random weights — answers are meaningless, geometry is real"
+    page.get_by_role("tab", name="Chat").click()
+    sync_api.expect(page.locator("#chat-model input")).to_have_value(re.compile(re.escape(label)))
+    page.locator("#chat-load").click()
+    sync_api.expect(page.locator("#chat-model-status")).to_contain_text(label, timeout=60_000)  # builds it
+    _expect_text(page, "#chat-usage", "visual tokens")
+    page.get_by_text("Where did the model look? (attention)").click()  # open the panel before asking
+    _shot(page, "08-chat-loaded")
+
+    # Every text the answer bubble shows, recorded as it changes: a streamed reply shows several prefixes.
+    page.evaluate("""() => {
+        window.__replies = [];
+        new MutationObserver(() => {
+            const bots = document.querySelectorAll('#chat-bot [data-testid="bot"]');
+            const text = bots.length ? bots[bots.length - 1].innerText : '';
+            if (text && window.__replies[window.__replies.length - 1] !== text) window.__replies.push(text);
+        }).observe(document.querySelector('#chat-bot'), {subtree: true, childList: true, characterData: true});
+    }""")
+    page.locator("#chat-message textarea").fill("What is in this image?")
+    page.locator("#chat-send").click()
+    sync_api.expect(page.locator('#chat-bot [data-testid="user"]')).to_contain_text("What is in this image?")
+    title = _expect_plot_title(page, "#attention-overlay", "LLM layers 0–1, whole answer")  # after the reply
+    replies = page.evaluate("() => window.__replies")
+    assert len(replies) >= 3, replies  # shown while it was written (random text: markdown, so not always prefixes)
+    assert _plotly_traces(page, "#attention-global") > 0 and _plotly_traces(page, "#attention-mass") > 0
+    _expect_text(page, "#attention-summary", "newlines")
+    _shot(page, "09-chat-attention")
+
+    # One answer token from the picker: its row only.
+    page.locator("#attention-token input").click()
+    option = page.get_by_role("option").nth(3)  # whole answer, question, then "0: …", "1: …"
+    picked = option.inner_text()
+    assert picked.startswith("1: ")
+    option.click()
+    title = _expect_plot_title(page, "#attention-overlay", "LLM layers 0–1, 1: ")
+    _shot(page, "10-chat-token")
+
+    # The last layer only: first = last = 1.
+    first = page.locator("#attention-first-layer input[type=number]")
+    first.fill("1")
+    first.press("Enter")
+    title = _expect_plot_title(page, "#attention-overlay", "LLM layers 1–1, 1: ")
+    assert "1: " in title
+    _shot(page, "11-chat-layers")

@@ -138,8 +138,20 @@ def test_panel_builds_inside_blocks():
     with gr.Blocks() as demo:
         state = gr.State(None)
         panel = P.build_attention_panel(state)
-    assert {"overlay", "global", "mass", "token", "first_layer", "last_layer", "opacity", "source"} <= set(panel)
+    assert {"overlay", "global", "mass", "token", "first_layer", "last_layer", "opacity", "source", "accordion",
+            "panel_open"} <= set(panel)
     assert panel["refresh"]["fn"] is not None and demo is not None
+    # after a reply: the controls, then the figures, drawn only while the panel is open
+    assert panel["redraw"]["inputs"][0] is state and panel["redraw"]["inputs"][-1] is panel["panel_open"]
+    assert panel["redraw"]["outputs"] == [panel["overlay"], panel["global"], panel["mass"], panel["summary"]]
+
+
+def test_redraw_waits_for_an_open_panel_and_a_reply(vlm, native_reply):
+    record = native_reply[-1]
+    assert P.redraw(record, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5, False) == gr.skip()
+    assert P.redraw(None, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5, True) == (None, None, None, "")
+    overlay = P.redraw(record, "0: 'a'", 1, 1, "mean", 0, P.SOURCES[0], 0.5, True)[0]
+    assert overlay.layout.title.text.startswith("attention on the tiles · LLM layers 1–1, 0: 'a'")
 
 
 def test_figures_from_plain_arrays():

@@ -71,8 +71,9 @@ def test_two_streamed_turns_carry_the_first_turn(vlm, image, prompts):
     plan_dict = gridvlm.plan(image, "llava-next").to_dict()
     turn1 = list(app_chat.respond("What is in the picture?", [], image, plan_dict, TINY, "none", app_chat.NATIVE,
                                   max_new_tokens=N, min_new_tokens=N))
-    history, box = turn1[-1]
-    assert box == ""
+    history, box, record = turn1[-1]
+    assert box == "" and record["answer_tokens"]
+    assert all(t[2] == gr.skip() for t in turn1[:-1])  # the record arrives with the finished reply only
     assert [m["role"] for m in history] == ["user", "assistant"]
     first_reply = history[1]["content"]
     assert turn1[0][0][-1]["content"] == ""  # the question shows at once, the reply streams in after it
@@ -84,7 +85,7 @@ def test_two_streamed_turns_carry_the_first_turn(vlm, image, prompts):
 
     turn2 = list(app_chat.respond("And the colours?", history, image, plan_dict, TINY, "none", app_chat.SLICE_PLAN,
                                   max_new_tokens=N, min_new_tokens=N))
-    history2, _ = turn2[-1]
+    history2, _, _ = turn2[-1]
     assert [m["role"] for m in history2] == ["user", "assistant", "user", "assistant"]
     assert history2[:2] == history and history2[3]["content"]
     second_prompt = prompts[-1]
@@ -163,3 +164,88 @@ def test_chat_tab_builds_inside_blocks():
         image_state, plan_state = gr.State(None), gr.State(None)
         app_chat.build_chat_tab(image_state, plan_state)
     assert any(getattr(c, "elem_id", None) == "chat-bot" for c in demo.blocks.values())
+
+
+# ------------------------------------------------------------------------------------------------ attention record
+
+
+def test_reply_carries_its_ids_and_visual_positions(vlm, image):
+    for plan in ("native", gridvlm.plan(image, "internvl")):
+        reply = chat(vlm, image, plan, [], "Hi", max_new_tokens=N, min_new_tokens=N)
+        assert reply.sequence_ids is None  # known once the reply is finished
+        texts = list(reply)
+        ids, prepared = reply.sequence_ids, reply.prepared
+        assert texts[-1] == reply.text
+        assert ids[:prepared.prompt_tokens] == prepared.input_ids[0].tolist() and len(ids) == prepared.prompt_tokens + N
+        assert vlm.tokenizer.decode(ids[prepared.prompt_tokens:], skip_special_tokens=True) == reply.text
+        searched = [i for i, t in enumerate(ids[:prepared.prompt_tokens]) if t == vlm.image_token_id]
+        assert list(reply.visual_positions) == searched and len(searched) == prepared.visual_tokens
+        whole = chat(vlm, image, plan, [], "Hi", max_new_tokens=N, min_new_tokens=N, stream=False)
+        assert next(whole) == reply.text and whole.sequence_ids == ids
+
+
+def test_respond_stores_a_record_the_attention_panel_draws(vlm, image):
+    import app_attention as P
+
+    plan = gridvlm.plan(image, "llava-uhd")
+    *_, (history, _, record) = app_chat.respond("Where is the sky?", [], image, plan.to_dict(), TINY, "none",
+                                                app_chat.SLICE_PLAN, max_new_tokens=N, min_new_tokens=N)
+    assert record["plan"] == plan.to_dict() and len(record["answer_tokens"]) == N
+    assert record["prompt_tokens"] + N == len(record["sequence_ids"])
+    token, first, last, _ = P.controls_for(record, P.SOURCES[0])
+    assert token["choices"][2].startswith("0: ") and (first["value"], last["value"]) == (0, 1)
+    overlay, glob, mass, summary = P.redraw(record, token["choices"][3], 0, 1, "mean", 0, P.SOURCES[0], 0.5, True)
+    assert "LLM layers 0–1, 1: " in overlay.layout.title.text and glob.data and "newlines" in summary
+    assert 0 < sum(mass.data[0].y) <= 1 + 1e-6  # the image's share of softmax rows over the whole sequence
+    # the vision encoder as the source: its controls, then its figures
+    _, first, last, head = P.controls_for(record, P.SOURCES[1])
+    overlay, _, mass, summary = P.redraw(record, P.WHOLE, first["value"], last["value"], "mean", 0, P.SOURCES[1],
+                                         0.5, True)
+    assert summary.startswith("**vision encoder, layers 0–0**") and "vision encoder" in overlay.layout.title.text
+    assert dict(zip(mass.data[0].x, mass.data[0].y))["newlines"] == 0
+    # closed panel: no extra pass; no reply: empty figures, no error
+    assert P.redraw(record, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5, False) == gr.skip()
+    assert P.redraw(None, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5, True) == (None, None, None, "")
+
+
+def test_random_weights_write_a_few_tokens(vlm, image, monkeypatch):
+    seen = []
+    original = conversation.generate_kwargs
+    monkeypatch.setattr(conversation, "generate_kwargs", lambda *a: seen.append(a[-1]) or original(*a))
+    *_, (_, _, record) = app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=20)
+    assert seen == [app_chat.RANDOM_MIN_NEW_TOKENS] and len(record["answer_tokens"]) >= app_chat.RANDOM_MIN_NEW_TOKENS
+    *_, (_, _, record) = app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=3)
+    assert seen[-1] == 3 and len(record["answer_tokens"]) == 3  # never more than asked for
+
+
+def test_chat_and_attention_errors_are_readable(image):
+    import app_attention as P
+
+    with pytest.raises(gr.Error, match="choose a model"):
+        list(app_chat.respond("Hi", [], image, None, "", "none", app_chat.NATIVE))
+    with pytest.raises(gr.Error, match="type a message first"):
+        list(app_chat.respond("  ", [], image, None, TINY, "none", app_chat.NATIVE))
+    with pytest.raises(gr.Error, match="no reply yet"):
+        P._for_people(P.show_attention)(None, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5)
+    assert app_chat.clear_chat() == ([], "", None)
+
+
+def test_app_has_the_chat_tab_and_its_attention_panel():
+    import app
+
+    ids = {getattr(c, "elem_id", None) for c in app.demo.blocks.values()}
+    assert {"chat-bot", "chat-send", "attention-overlay", "attention-global", "attention-mass", "attention-token",
+            "attention-first-layer", "attention-last-layer", "attention-opacity", "attention-source"} <= ids
+    assert any(getattr(c, "label", None) == "Chat" for c in app.demo.blocks.values())
+
+
+def test_view_pixels_are_what_encode_feeds_the_tower(vlm, image):
+    from gridvlm.models import view_pixels
+    from gridvlm.models.visual import _pixels
+
+    plan = vlm.native_plan(image)
+    got = view_pixels(vlm, image, "native")
+    assert got.shape == (plan.num_views, 3, 336, 336)
+    assert (got == _pixels(vlm, image, plan, exact=True)).all()
+    internvl = gridvlm.plan(image, "internvl")
+    assert view_pixels(vlm, image, internvl.to_dict()).shape == (internvl.num_views, 3, 336, 336)

@@ -25,6 +25,7 @@ _LAZY = {
     "to_messages": "conversation",
     "prompt_size": "conversation",
     "count_positions": "visual",
+    "view_pixels": "visual",
     "make_tiny_vlm": "tiny",
     "RANDOM_WEIGHTS_LABEL": "tiny",
 }

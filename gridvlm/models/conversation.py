@@ -81,6 +81,7 @@ class PreparedInputs:
     visual: VisualSequence | None  # plan mode only
     out_of_distribution: bool
     context_length: int
+    visual_positions: tuple[int, ...] = ()  # where the visual sequence sits in input_ids (image-token positions)
 
     @property
     def input_ids(self):
@@ -103,7 +104,8 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: Histo
         inputs = vlm.processor(images=image, text=prompt, return_tensors="pt")
         kwargs = {k: v.to(vlm.device) for k, v in inputs.items() if hasattr(v, "to")}
         kwargs["pixel_values"] = kwargs["pixel_values"].to(vlm.model.dtype)
-        n_visual = int((kwargs["input_ids"] == vlm.image_token_id).sum())
+        positions = tuple((kwargs["input_ids"][0] == vlm.image_token_id).nonzero().flatten().tolist())
+        n_visual = len(positions)
         resolved, visual, ood = vlm.native_plan(image.size), None, False
     else:
         resolved = resolve_plan(vlm, image.size, plan)
@@ -113,6 +115,7 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: Histo
             raise ModelError(f"the chat template of {vlm.model_id!r} gave {len(spots)} image placeholders, not 1")
         visual = encode(vlm, image, resolved)
         n_visual, at = len(visual), spots[0]
+        positions = tuple(range(at, at + n_visual))
         filler = torch.full((n_visual,), vlm.image_token_id, dtype=ids.dtype)
         ids = torch.cat((ids[:at], filler, ids[at + 1:]))[None].to(vlm.device)  # (1, prompt tokens)
         with torch.inference_mode():
@@ -121,7 +124,7 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: Histo
         kwargs = {"input_ids": ids, "inputs_embeds": embeds, "attention_mask": torch.ones_like(ids)}
         ood = visual.out_of_distribution
     prepared = PreparedInputs(kwargs, int(kwargs["input_ids"].shape[1]), n_visual, resolved, visual, ood,
-                              vlm.context_length)
+                              vlm.context_length, positions)
     check_context(vlm, prepared.prompt_tokens, prepared.visual_tokens, max_new_tokens)
     return prepared
 
@@ -172,14 +175,47 @@ def generate_kwargs(vlm: VLM, max_new_tokens: int, temperature: float, top_p: fl
     return out
 
 
+class ChatReply(Iterator[str]):
+    """The reply of one chat turn: iterate for the reply so far (each value replaces the last).
+
+    Once iteration has finished, `sequence_ids` holds the prompt's ids (the image placeholder expanded to the
+    visual positions, as `prepared.input_ids`) followed by the generated ids, and `prepared.visual_positions`
+    where the image sits in them: what `gridvlm.attention.reply_record` needs.
+    """
+
+    def __init__(self, prepared: PreparedInputs):
+        self.prepared = prepared
+        self.text = ""
+        self.sequence_ids: list[int] | None = None
+        self._parts: Iterator[str] = iter(())
+
+    def __next__(self) -> str:
+        self.text = next(self._parts)
+        return self.text
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prepared.prompt_tokens
+
+    @property
+    def visual_positions(self) -> tuple[int, ...]:
+        return self.prepared.visual_positions
+
+    def _finish(self, out) -> None:
+        """`out`: generate's (1, prompt + new) ids."""
+        new = out[0, self.prepared.prompt_tokens:].tolist()
+        self.sequence_ids = self.prepared.input_ids[0].tolist() + [int(t) for t in new]
+
+
 def chat(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, message: str,
          max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, stream: bool = True,
-         min_new_tokens: int | None = None) -> Iterator[str]:
+         min_new_tokens: int | None = None) -> ChatReply:
     """Generate the assistant's reply to `message`, yielding the reply so far (each value replaces the last).
 
     `plan`: "native" (transformers' own processing) or a gridvlm Plan / plan dict (plan mode). Greedy unless
     temperature > 0. `stream=False` yields once, the whole reply. Raises ModelError before generating when the
-    prompt and max_new_tokens do not fit the model's context.
+    prompt and max_new_tokens do not fit the model's context. The returned `ChatReply` also holds the turn's
+    token ids once it is exhausted.
     """
     from transformers import TextIteratorStreamer
 
@@ -187,10 +223,13 @@ def chat(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, messag
         raise ModelError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
     prepared = prepare_inputs(vlm, image, plan, history, message, max_new_tokens)
     gen = generate_kwargs(vlm, max_new_tokens, temperature, top_p, min_new_tokens)
+    reply = ChatReply(prepared)
     if not stream:
-        return _whole_reply(vlm, prepared, gen)
+        reply._parts = _whole_reply(vlm, prepared, gen, reply)
+        return reply
     streamer = TextIteratorStreamer(vlm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    return _streamed(vlm, prepared, gen, streamer)
+    reply._parts = _streamed(vlm, prepared, gen, streamer, reply)
+    return reply
 
 
 def _run(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any]):
@@ -200,17 +239,19 @@ def _run(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any]):
         return vlm.model.generate(**prepared.kwargs, **gen)  # (1, prompt + new tokens)
 
 
-def _whole_reply(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any]) -> Iterator[str]:
+def _whole_reply(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any], reply: ChatReply) -> Iterator[str]:
     out = _run(vlm, prepared, gen)
+    reply._finish(out)
     yield vlm.tokenizer.decode(out[0, prepared.prompt_tokens:], skip_special_tokens=True)
 
 
-def _streamed(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any], streamer) -> Iterator[str]:
+def _streamed(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any], streamer, into: ChatReply) -> Iterator[str]:
     failure: list[BaseException] = []
+    outputs: list[Any] = []
 
     def work():
         try:
-            _run(vlm, prepared, {**gen, "streamer": streamer})
+            outputs.append(_run(vlm, prepared, {**gen, "streamer": streamer}))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
             failure.append(exc)
             streamer.end()
@@ -225,5 +266,6 @@ def _streamed(vlm: VLM, prepared: PreparedInputs, gen: dict[str, Any], streamer)
     thread.join()
     if failure:
         raise ModelError(f"generation failed: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
+    into._finish(outputs[0])
     if not reply:
         yield reply

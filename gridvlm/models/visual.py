@@ -168,6 +168,23 @@ def count_positions(vlm: VLM, plan: Plan) -> int:
     return plan.num_views * g * g + newlines
 
 
+def view_pixels(vlm: VLM, image: Any, plan: Plan | dict | str = "native", exact: bool | None = None) -> torch.Tensor:
+    """The plan's views as the vision tower takes them: (views, 3, t, t), normalised with the checkpoint's mean/std,
+    on the model's device and dtype, in `plan.views` order (what `encode` feeds the tower).
+
+    `exact`: None = as `encode` does (exact resampling for the native plan or when every view already has the
+    encoder's input size; else the fast path, then each view resized to t × t).
+    """
+    from ..imaging import load_image
+
+    image = load_image(image)
+    plan = resolve_plan(vlm, image.size, plan)
+    if exact is None:
+        t = vlm.geometry.tile_size
+        exact = vlm.is_native(plan) or all(tuple(v.input_size) == (t, t) for v in plan.views)
+    return _pixels(vlm, image, plan, exact=exact)
+
+
 def _pixels(vlm: VLM, image, plan: Plan, exact: bool) -> torch.Tensor:
     """(views, 3, t, t) float32 normalised with the checkpoint's mean/std, on the model's device and dtype."""
     import torch
