@@ -24,9 +24,13 @@ PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on t
 # The uploaded image, decoded once per upload and kept in the user's gr.State
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Workspace:
-    """One user's image, decoded once: a strategy switch reuses both pictures."""
+    """One user's image, decoded once: a strategy switch reuses both pictures.
+
+    Compared and hashed by identity (eq=False): gradio hashes states that have change listeners, and PIL images
+    cannot be hashed.
+    """
 
     image: Any  # PIL.Image.Image, upright RGB, full resolution: the encoder's views are cut from it
     preview: Any  # PIL.Image.Image, at most PREVIEW_SIDE px long: overlays and seam energy use it
