@@ -221,6 +221,21 @@ def make_tile(
     )
 
 
+def _axis_spans(count: int, size: int, stride: int, c0: float, c1: float, extent: int, size_in: int):
+    """Per tile along one axis: (canvas start, canvas end, original start, original end, content in view)."""
+    scale = extent / (c1 - c0)  # canvas px -> original px
+    to_view = size_in / size
+    spans = []
+    for i in range(count):
+        b0, b1 = i * stride, i * stride + size
+        lo, hi = max(b0, c0), min(b1, c1)
+        if hi <= lo:
+            lo = hi = max(b0, min(c0, b1))
+        o0, o1 = min(max((lo - c0) * scale, 0.0), extent), min(max((hi - c0) * scale, 0.0), extent)
+        spans.append((b0, b1, float(o0), float(o1), (lo - b0) * to_view, (hi - b0) * to_view))
+    return spans
+
+
 def cut_canvas(
     canvas_size: Size,
     content: IntBox,
@@ -239,28 +254,31 @@ def cut_canvas(
 
     `stride` defaults to the tile size (no overlap); `input_size` to the tile size;
     `tokens_of(row, col)`, when given, overrides `tokens_per_tile` for tiles that keep fewer features.
+    Boxes are computed per column and per row once (tiles of a grid share them), which keeps big grids cheap.
     """
     tw, th = tile_size
     sx, sy = stride or tile_size
-    size_in = input_size or tile_size
-    content_f = tuple(float(v) for v in content)
+    iw, ih = input_size or tile_size
+    xs = _axis_spans(cols, tw, sx, float(content[0]), float(content[2]), image_size[0], iw)
+    ys = _axis_spans(rows, th, sy, float(content[1]), float(content[3]), image_size[1], ih)
+    grid = (int(token_grid[0]), int(token_grid[1]))
+    total = iw * ih
     tiles = []
-    for r in range(rows):
-        for c in range(cols):
-            cbox = (c * sx, r * sy, c * sx + tw, r * sy + th)
-            tiles.append(
-                make_tile(
-                    index=first_index + len(tiles),
-                    row=r,
-                    col=c,
-                    box=canvas_to_original(cbox, content_f, image_size),
-                    input_size=size_in,
-                    token_count=tokens_per_tile if tokens_of is None else tokens_of(r, c),
-                    token_grid=token_grid,
-                    canvas_box=cbox,
-                    content_box=content_in_view(cbox, content_f, size_in),
-                )
-            )
+    for r, (by0, by1, oy0, oy1, vy0, vy1) in enumerate(ys):
+        for c, (bx0, bx1, ox0, ox1, vx0, vx1) in enumerate(xs):
+            inside = (vx1 - vx0) * (vy1 - vy0)
+            tiles.append(Tile(
+                index=first_index + len(tiles),
+                row=r,
+                col=c,
+                box=(ox0, oy0, ox1, oy1),
+                canvas_box=(bx0, by0, bx1, by1),
+                input_size=(iw, ih),
+                padding=min(1.0, max(0.0, 1.0 - inside / total)) if total > 0 else 0.0,
+                token_count=tokens_per_tile if tokens_of is None else tokens_of(r, c),
+                token_grid=grid,
+                content_box=(vx0, vy0, vx1, vy1),
+            ))
     return tiles
 
 
