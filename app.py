@@ -11,7 +11,6 @@ imported only when the Chat tab first uses a model.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ import gradio as gr
 import app_chat
 import gridvlm
 from gridvlm import metrics, pixels, ui, viz
+from app_errors import for_people
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
@@ -36,17 +36,6 @@ STATE_TTL_S = 1800  # s; a user's decoded image (~36 MB at 12 MP) is dropped thi
 MAX_BUDGET = 16384  # slider maximum, visual tokens
 
 
-def _for_people(fn):
-    """Bad input (GridVLMError) becomes a readable gr.Error in the browser instead of a stack trace."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gridvlm.GridVLMError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-
-    return wrapper
 
 
 def _whole(value: float | None) -> int:
@@ -91,7 +80,7 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     )
 
 
-@_for_people
+@for_people
 def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[Any, str]]:
     """The plan's views as the encoder sees them (fast path: a preview, within 2/255 of exact), captioned, in the
     model's sequence order."""
@@ -100,7 +89,7 @@ def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[An
     return list(zip(pixels.views(ws.image, p, exact=False), ui.view_captions(p)))
 
 
-@_for_people
+@for_people
 def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: float, params_json: str) -> tuple:
     """A new image (upload or example): decoded once into the user's state, then planned."""
     if not path:  # the file was cleared: keep showing the last image until a new one arrives
@@ -109,13 +98,13 @@ def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: floa
     return (ws, *slice_image(ws, strategy, use_defaults, max_tokens, params_json))
 
 
-@_for_people
+@for_people
 def update_plan(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
                 params_json: str) -> tuple:
     return slice_image(ws, strategy, use_defaults, max_tokens, params_json)
 
 
-@_for_people
+@for_people
 def choose_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float) -> tuple:
     """A new strategy: its description, its default parameters and its plan."""
     defaults = ui.params_text(strategy)
@@ -123,7 +112,7 @@ def choose_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, 
             *slice_image(ws, strategy, use_defaults, max_tokens, defaults))
 
 
-@_for_people
+@for_people
 def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params_json: str) -> tuple:
     """Moving the budget slider switches from the strategy's defaults to fitting the budget."""
     return (False, *slice_image(ws, strategy, False, max_tokens, params_json))
@@ -148,7 +137,7 @@ def export_figure(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[str]:
 # Compare tab
 
 
-@_for_people
+@for_people
 def compare(ws: ui.Workspace | None, strategies: list[str], use_budget: bool, max_tokens: float) -> tuple:
     """The chosen strategies on the same image, optionally at one token budget."""
     if ws is None:
@@ -164,7 +153,7 @@ def compare(ws: ui.Workspace | None, strategies: list[str], use_budget: bool, ma
 # Pack tab
 
 
-@_for_people
+@for_people
 def pack_images(paths: list[str] | None, max_seq_len: float, patch_size: float, per_image: float, order: str,
                 tiling: str) -> tuple:
     """NaViT packing of the images (the examples when none are uploaded) next to a padded tiling batch."""
@@ -176,7 +165,7 @@ def pack_images(paths: list[str] | None, max_seq_len: float, patch_size: float, 
             viz.packing_vs_tiling_figure(result.stats), result.summary())
 
 
-@_for_people
+@for_people
 def show_mask(packing: Any, seq: int | None) -> Any:
     """The attention mask of one packed sequence."""
     if packing is None or seq is None:

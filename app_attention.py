@@ -11,7 +11,6 @@ sliders or the opacity re-draws without running the model again.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +21,7 @@ from gridvlm import attention as A
 from gridvlm import viz
 from gridvlm.errors import GridVLMError
 from gridvlm.geometry import Plan
+from app_errors import for_people
 
 WHOLE = "whole answer"
 QUESTION = "question (after the image)"
@@ -180,19 +180,6 @@ def _update(**kwargs) -> dict:
 # Layout
 
 
-def _for_people(fn):
-    """Bad input (GridVLMError) becomes a readable gr.Error in the browser instead of a stack trace."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import gradio as gr
-
-        try:
-            return fn(*args, **kwargs)
-        except GridVLMError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-
-    return wrapper
 
 
 def build_attention_panel(chat_state: Any) -> dict[str, Any]:
@@ -223,13 +210,13 @@ def build_attention_panel(chat_state: Any) -> dict[str, Any]:
 
     inputs = [chat_state, token, first, last, head_mode, head_index, source, opacity]
     outputs = [overlay, glob, mass, summary]
-    draw = _for_people(show_attention)
+    draw = for_people(show_attention)
     show.click(draw, inputs, outputs)
     for control in (token, first, last, head_mode, head_index, opacity):
         control.input(draw, inputs, outputs)  # cached weights: re-drawing is cheap
-    controls = _for_people(controls_for)
+    controls = for_people(controls_for)
     refresh = dict(fn=controls, inputs=[chat_state, source], outputs=[token, first, last, head_index])
-    again = dict(fn=_for_people(redraw), inputs=[*inputs, panel_open], outputs=outputs)
+    again = dict(fn=for_people(redraw), inputs=[*inputs, panel_open], outputs=outputs)
     source.input(**refresh).then(**again)
     accordion.expand(_opened, None, panel_open).then(**again)
     accordion.collapse(_closed, None, panel_open)

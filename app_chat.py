@@ -25,6 +25,7 @@ import gradio as gr
 from app_attention import build_attention_panel
 from gridvlm import GridVLMError, Plan
 from gridvlm.models import ModelError
+from app_errors import for_people
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces
@@ -93,21 +94,9 @@ def get_vlm(choice: str, quantization: str = "none"):
     return load_vlm(model_source(choice), quantization=None if quantization in (None, "none") else quantization)
 
 
-def _for_people(fn):
-    """gridvlm's errors (bad model id, no GPU, prompt too long, no image …) become a readable gr.Error."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except GridVLMError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-
-    return wrapper
 
 
-@_for_people
+@for_people
 def load_model(choice: str, quantization: str, progress: gr.Progress = gr.Progress()) -> str:
     """Load (or build, for the tiny models) the chosen model; returns the status text."""
     progress(0.05, desc="building the tiny checkpoint" if choice in TINY_MODELS else f"loading {choice}")
