@@ -17,6 +17,7 @@ import app_chat  # noqa: E402
 import gridvlm  # noqa: E402
 from gridvlm.models import ModelError, chat, prompt_size  # noqa: E402
 from gridvlm.models import conversation  # noqa: E402
+from app_errors import for_people  # noqa: E402
 
 TINY = next(iter(app_chat.TINY_MODELS))  # the tiny LLaVA-NeXT choice, built on first use
 N = 6  # tokens per reply: min_new_tokens = max_new_tokens, so random weights cannot stop early
@@ -226,7 +227,7 @@ def test_chat_and_attention_errors_are_readable(image):
     with pytest.raises(gr.Error, match="type a message first"):
         list(app_chat.respond("  ", [], image, None, TINY, "none", app_chat.NATIVE))
     with pytest.raises(gr.Error, match="no reply yet"):
-        P._for_people(P.show_attention)(None, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5)
+        for_people(P.show_attention)(None, P.WHOLE, 0, 1, "mean", 0, P.SOURCES[0], 0.5)
     assert app_chat.clear_chat() == ([], "", None)
 
 
