@@ -105,6 +105,15 @@ def test_vector(variant, case):
     if "resize_hw_as_executed_by_process_image" in case:
         assert [v.input_size[::-1] for v in plan.views] == [
             tuple(s) for s in case["resize_hw_as_executed_by_process_image"]]
+    if "placeholder_tokens_total" in case:  # the prompt's wrapper/marker tokens around the image features
+        assert plan.text_tokens == case["placeholder_tokens_total"] - case["image_tokens"]
+    if "separator_tokens" in case:
+        assert plan.tokens.get("separators", 0) == case["separator_tokens"]
+    if "token_breakdown" in case and "newlines" in case["token_breakdown"]:
+        assert plan.tokens["newlines"] == case["token_breakdown"]["newlines"]
+    if "unpadded_feature_hw" in case and plan.strategy == "llava-next":
+        rows, cols = case["unpadded_feature_hw"]
+        assert sum(t.token_count for t in plan.tiles) == rows * cols
     if "patch_grid_hw" in case:
         assert plan.tiles[0].token_grid == tuple(case["patch_grid_hw"])
 
