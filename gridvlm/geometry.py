@@ -287,6 +287,15 @@ def squashed_view(index: int, image_size: Size, input_size: Size, tokens: int, t
     return make_tile(index, -1, -1, whole(image_size), input_size, tokens, token_grid)
 
 
+def square_pad_content(width: int, height: int, side: int) -> Box:
+    """Where the image lands in a `side`² view made by padding it to a max(w, h) square (centred, floor offsets)
+    and resizing that square: LLaVA-1.5's expand2square, OneVision's multi-image pad_to_square."""
+    square = max(width, height)
+    ox, oy = (square - width) // 2, (square - height) // 2
+    s = side / square
+    return (ox * s, oy * s, (ox + width) * s, (oy + height) * s)
+
+
 def py_round(x: float) -> int:
     """Python's round: halves go to the even neighbour, as every reference relies on."""
     return int(round(x))

@@ -7,7 +7,7 @@ the pixels are made, and that lives in three small tables and two functions belo
 - `REFERENCE_RESAMPLING`: the PIL filter each reference resizes with;
 - `PAD_COLOURS`: what fills padding (AnyRes canvases black, LLaVA-1.5 the CLIP mean, DeepSeek-VL2 grey);
 - `ENCODER_NORMALISATION`: the encoder's mean/std that `pixel_values` defaults to;
-- `_llava15_pad_view` (pad to a square *then* resize) and `_uhd_release_views` (crop, then torch bilinear
+- `_square_pad_view` (pad to a square *then* resize) and `_uhd_release_views` (crop, then torch bilinear
   antialiased interpolation in float) for the two references whose order of operations is not "resize once,
   then cut".
 
@@ -302,7 +302,11 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
     """Every view of `plan`, in order: uint8 (h, w, 3) arrays (or float (3, h, w) for UHD release, exact)."""
     s = _scale_of(src, plan)
     if plan.strategy == "llava-1.5" and plan.params.get("mode") == "pad":
-        return [_llava15_pad_view(src, plan)]
+        return [_square_pad_view(src, plan, PAD_COLOURS["llava-1.5"])]
+    if plan.strategy == "llava-onevision" and plan.params.get("multi_image"):
+        # pad_to_square with int(255 · the processor's mean), then the resize: same order as LLaVA-1.5 'pad'
+        mean = ENCODER_NORMALISATION["llava-onevision"][0]
+        return [_square_pad_view(src, plan, tuple(int(m * 255) for m in mean))]
     if plan.strategy == "llava-uhd" and plan.params.get("variant") == "release" and exact:
         return _uhd_release_views(src, plan)
     resample = REFERENCE_RESAMPLING.get(plan.strategy, BICUBIC)
@@ -400,18 +404,18 @@ def _idefics_first_step(src: Image.Image, plan: Plan) -> Image.Image:
     return src.resize((w1, h1), LANCZOS)
 
 
-def _llava15_pad_view(src: Image.Image, plan: Plan) -> np.ndarray:
-    """LLaVA-1.5 'pad': paste on a max(w, h) square of the CLIP mean colour, THEN resize the square (bicubic).
+def _square_pad_view(src: Image.Image, plan: Plan, colour: tuple[int, int, int]) -> np.ndarray:
+    """Paste on a max(w, h) square of `colour`, THEN resize the square (LLaVA-1.5 'pad', OneVision multi-image).
 
     Padding first matters: the resize blends the image's edge with the pad colour. On the fast path `src` may
     be a reduced decode; the square is then built at that scale.
     """
     w, h = src.size
     side = max(w, h)
-    square = Image.new("RGB", (side, side), PAD_COLOURS["llava-1.5"])
+    square = Image.new("RGB", (side, side), colour)
     square.paste(src, ((side - w) // 2, (side - h) // 2))
     t = plan.tiles[0].input_size
-    return np.asarray(square.resize(t, REFERENCE_RESAMPLING.get("llava-1.5", BICUBIC)))
+    return np.asarray(square.resize(t, REFERENCE_RESAMPLING.get(plan.strategy, BICUBIC)))
 
 
 def _uhd_release_views(src: Image.Image, plan: Plan) -> list["torch.Tensor"]:

@@ -105,3 +105,11 @@ def test_minicpm_v_46():
         plan = gridvlm.plan((w, h), "minicpm-v", version="4.6")
         assert_same(plan, ref)
         assert [v.token_count for v in plan.views] == list(ref["tokens_per_view"])
+
+
+def test_llava_onevision_multi_image():
+    for w, h in random_sizes(60, 8):
+        ref = hf.llava_onevision_geometry(w, h, multi_image=True)
+        plan = gridvlm.plan((w, h), "llava-onevision", multi_image=True)
+        assert_same(plan, ref)
+        assert plan.token_count == ref["tokens_processor"]

@@ -172,3 +172,17 @@ def test_exact_from_bytes_equals_exact_from_pil(images):
     image.save(buf, "PNG")
     plan = gridvlm.plan(image, "llava-next")
     assert torch.equal(pixel_values(buf.getvalue(), plan, exact=True), pixel_values(image, plan, exact=True))
+
+
+@pytest.mark.parametrize("image_name", ["rgb-1000x700", "grey-333x777"])
+def test_onevision_multi_image_equals_transformers(images, processors, image_name):
+    """Two images in one sample: transformers pads each to a square (mean colour) and does not tile it."""
+    image = images[image_name]
+    if "llava-onevision" not in processors:
+        processors["llava-onevision"] = _processor("llava-onevision")
+    reference = processors["llava-onevision"]([[image, image]], return_tensors="pt")["pixel_values"]
+    plan = gridvlm.plan(image, "llava-onevision", multi_image=True)
+    ours = pixel_values(image, plan, exact=True)
+    assert ours.shape == reference[0, :1].shape == (1, 3, 384, 384)
+    std = torch.tensor(gridvlm.pixels.ENCODER_NORMALISATION["llava-onevision"][1]).view(3, 1, 1)
+    assert ((ours[0] - reference[0, 0]).abs() * std).max() <= 1 / 255

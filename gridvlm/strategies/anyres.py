@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from ..errors import PlanError
-from ..geometry import Plan, cut_canvas, make_tile, py_round, squashed_view, whole
+from ..geometry import Plan, cut_canvas, make_tile, py_round, square_pad_content, squashed_view, whole
 from .registry import ParamSpec, StrategyInfo, register, subset_knob
 
 LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -85,6 +85,12 @@ def _kept_per_band(bands: int, g: int, pad: int, kept: int, out: int) -> list[in
 def _anyres_plan(name: str, w: int, h: int, p: dict[str, Any], max_features_tiles: int | None) -> Plan:
     """LLaVA-NeXT (max_features_tiles None) and LLaVA-OneVision (anyres_max_N pooling)."""
     t, g = p["tile_size"], p["tile_size"] // p["patch_size"]
+    if p.get("multi_image"):
+        # Several images in one prompt: no tiling, the image padded to a square, one view and one newline.
+        tile = make_tile(0, 0, 0, whole((w, h)), (t, t), g * g, (g, g), content_box=square_pad_content(w, h, t))
+        return Plan(name, p, (w, h), (1, 1), None, (tile,), None, None, g * g + 1,
+                    {"tiles": g * g, "newlines": 1},
+                    notes=("multi-image prompt: OneVision pads each image to a square and does not tile it",))
     hf = p["pinpoint_order"] == "hw"
     candidates = [(b, a) if hf else (a, b) for a, b in p["grid_pinpoints"]]  # as (w, h)
     cw, ch = select_best_resolution(w, h, candidates)
@@ -172,6 +178,8 @@ register(StrategyInfo(
         "pinpoint_order": _PINPOINT_ORDER,
         "max_features_tiles": ParamSpec("int", 9, "N of anyres_max_N: the feature map is pooled above ~N tiles' worth",
                                         min=1, max=64),
+        "multi_image": ParamSpec("bool", False, "the image is one of several in the prompt: no tiling, padded to a "
+                                                "square, 729 + 1 tokens"),
         "tile_size": ParamSpec("int", 384, "vision encoder input side", min=14, max=2048),
         "patch_size": ParamSpec("int", 14, "ViT patch side", min=1, max=64),
     },

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..errors import PlanError
-from ..geometry import Plan, make_tile, whole
+from ..geometry import Plan, make_tile, square_pad_content, whole
 from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
 
 CLIP_MEAN_RGB = (122, 116, 104)  # round(255 · CLIP mean): LLaVA-1.5's pad colour
@@ -36,10 +36,7 @@ def _llava15_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     t, g = p["image_size"], p["image_size"] // p["patch_size"]
     if p["mode"] == "pad":
         # expand2square: paste on a max(w, h) square of the CLIP mean colour, then resize to t × t
-        side = max(w, h)
-        ox, oy = (side - w) // 2, (side - h) // 2
-        s = t / side
-        content = (ox * s, oy * s, (ox + w) * s, (oy + h) * s)
+        content = square_pad_content(w, h, t)
         tile = make_tile(0, 0, 0, whole((w, h)), (t, t), g * g, (g, g), content_box=content)
         return _single_view_plan("llava-1.5", w, h, p, tile, {"tiles": g * g})
     # crop: shortest edge to t, then a centred t × t crop (transformers' llava-hf default)
