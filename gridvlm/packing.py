@@ -144,14 +144,14 @@ def padded_batch_stats(token_counts: Sequence[int]) -> BatchStats:
 class Packing:
     """Images grouped into sequences of at most ``max_seq_len`` tokens.
 
-    ``sequences[s]`` is a tuple of ``(item_index, n_tokens)`` in sequence order, with ``n_tokens`` the *counted*
+    ``sequences[s]`` is a list of ``(item_index, n_tokens)`` in sequence order, with ``n_tokens`` the *counted*
     tokens (the reference's budget). All aggregate numbers (``lengths``, ``padding_tokens``, ``utilization``,
     ``attention_cost``) use counted tokens. The per-token arrays (``image_ids``, ``position_ids``,
     ``attention_mask``, ``spans``) lay out the *kept* tokens — what the model's forward actually sees.
     """
 
     items: tuple[PackedItem, ...]  # one per input, in input order
-    sequences: tuple[tuple[tuple[int, int], ...], ...]  # per sequence: (item_index, counted tokens)
+    sequences: list[list[tuple[int, int]]]  # per sequence: (item_index, counted tokens); api.md's list of lists
     max_seq_len: int  # token budget per sequence
     patch_size: int  # pixels per patch side
     order: str = "given"  # one of ORDERS
@@ -161,9 +161,9 @@ class Packing:
     # -- aggregate numbers ---------------------------------------------------------------------------------------
 
     @property
-    def lengths(self) -> tuple[int, ...]:
+    def lengths(self) -> list[int]:
         """Counted tokens per sequence (each ``<= max_seq_len``)."""
-        return tuple(sum(n for _, n in seq) for seq in self.sequences)
+        return [sum(n for _, n in seq) for seq in self.sequences]
 
     @property
     def real_tokens(self) -> int:
@@ -341,7 +341,7 @@ def pack(
     groups = _group_in_order(counts, max_seq_len) if order == "given" else _first_fit_decreasing(counts, max_seq_len)
     return Packing(
         items=packed,
-        sequences=tuple(tuple(g) for g in groups),
+        sequences=[list(g) for g in groups],
         max_seq_len=max_seq_len,
         patch_size=patch_size,
         order=order,

@@ -98,7 +98,7 @@ def test_tokens_per_image_match_reference(case):
 def test_dropout_scenario_groups_by_counted_tokens():
     # The q = 0.5 scenario only fits one sequence because the packer counts int(n/2): 193 of 256.
     packing = _scenario_packing(NAVIT_PACKING[2])
-    assert packing.lengths == (32 + 8 + 64 + 8 + 64 + 17,)
+    assert packing.lengths == [32 + 8 + 64 + 8 + 64 + 17]
 
 
 @pytest.mark.parametrize("p, size, grid, tokens, kept, counted", NAVIT_SIZES, ids=lambda v: str(v))
@@ -126,20 +126,20 @@ def test_packed_item_counts_match_reference(p, size, grid, tokens, kept, counted
 def test_tiny_image_counts_zero_but_keeps_one_token_with_dropout():
     # 16×16 at p = 16 is one patch: grouping counts int(0.5) = 0, the forward keeps max(1, 0) = 1.
     packing = pack([(16, 16)] * 3, max_seq_len=2, patch_size=16, drop_rate=0.5)
-    assert (packing.lengths, packing.kept_lengths, packing.padded_len) == ((0,), (3,), 3)
+    assert (packing.lengths, packing.kept_lengths, packing.padded_len) == ([0], (3,), 3)
     assert packing.image_ids(0).tolist() == [0, 1, 2]
 
 
 def test_image_smaller_than_a_patch_stays_with_zero_tokens():
     packing = pack([(64, 64), (10, 300), (32, 32)], max_seq_len=32, patch_size=16)
-    assert packing.sequences == (((0, 16), (1, 0), (2, 4)),)
+    assert packing.sequences == [[(0, 16), (1, 0), (2, 4)]]
     assert packing.empty_items == (1,)
     assert 1 not in packing.image_ids(0).tolist()
 
 
 def test_no_items_gives_no_sequences():
     packing = pack([], max_seq_len=64)
-    assert (packing.sequences, packing.utilization, packing.padding_tokens) == ((), 0.0, 0)
+    assert (packing.sequences, packing.utilization, packing.padding_tokens) == ([], 0.0, 0)
 
 
 def test_first_fit_decreasing_fills_earlier_sequences():
