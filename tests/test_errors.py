@@ -53,4 +53,6 @@ def test_strategy_info_describes_every_parameter():
         assert info.summary and info.reference and info.family
         for spec in info.params.values():
             assert spec.help
+            assert spec.default is None or isinstance(spec.default, spec.type)
+            assert spec.range is None or spec.kind in ("int", "float")
         assert gridvlm.plan((640, 480), name, **info.defaults).params == info.defaults

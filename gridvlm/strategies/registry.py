@@ -24,6 +24,16 @@ class ParamSpec:
     max: float | None = None
     nullable: bool = False  # None is a valid value (meaning stated in help)
 
+    @property
+    def type(self) -> type:
+        """The Python type of a value (api.md's ParamSpec.type); "pairs" are lists of [a, b] lists."""
+        return {"int": int, "float": float, "bool": bool, "str": str, "pairs": list}[self.kind]
+
+    @property
+    def range(self) -> tuple[float | None, float | None] | None:
+        """(min, max) for numbers, None for the others."""
+        return (self.min, self.max) if self.kind in ("int", "float") else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
