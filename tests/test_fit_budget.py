@@ -72,3 +72,16 @@ def test_budget_must_be_a_positive_whole_number(bad):
 def test_the_knob_cannot_also_be_given():
     with pytest.raises(PlanError, match="max_tiles"):
         gridvlm.fit_budget((1024, 768), "internvl", 2000, max_tiles=4)
+
+
+@pytest.mark.parametrize("size", [(1587, 19), (3402, 23), (18, 2580), (1455, 16), (640, 480)])
+@pytest.mark.parametrize("budget", [50, 60, 100, 130])
+def test_qwen_budget_finds_the_best_plan_where_tokens_dip(size, budget):
+    """On thin images max_pixels' token count is not monotone; fit_budget must still find the best plan."""
+    plans = [gridvlm.plan(size, "qwen2-vl", max_pixels=k * 28 * 28) for k in range(4, 200)]
+    best = max((p.token_count for p in plans if p.token_count <= budget), default=None)
+    if best is None:
+        with pytest.raises(PlanError):
+            gridvlm.fit_budget(size, "qwen2-vl", budget)
+    else:
+        assert gridvlm.fit_budget(size, "qwen2-vl", budget).token_count == best

@@ -126,6 +126,23 @@ def _qwen_budget(p: dict[str, Any], max_tokens: int) -> range:
     return range(first * cell, max(first, max_tokens) * cell + 1, cell)
 
 
+def _qwen_budget_runs(p: dict[str, Any], max_tokens: int, size: tuple[int, int]) -> list[range]:
+    """Below the rounded image's area max_pixels shrinks the image (tokens grow with it); from that area on the
+    image keeps its rounded size. On thin images the shrinking branch can give MORE tokens than the rounded size
+    (the thin side is clamped up to 28 px while the long side scales with 1/β), so the two runs are searched apart.
+    """
+    factor = p["patch_size"] * p["merge_size"]
+    cell = factor * factor
+    w, h = size
+    h_bar, w_bar = round(h / factor) * factor, round(w / factor) * factor
+    if p["rounding"] == "qwen-vl-utils":
+        h_bar, w_bar = max(factor, h_bar), max(factor, w_bar)
+    first = _qwen_budget(p, max_tokens).start
+    natural = -(-(h_bar * w_bar) // cell) * cell  # first max_pixels at which the rounded size is kept
+    # Flooring makes the shrunk image smaller than max_pixels, so the first run goes up to `natural`, not budget·cell.
+    return [range(first, natural, cell), range(max(natural, first), natural + 1, cell)]
+
+
 register(StrategyInfo(
     name="qwen2-vl",
     family="native resolution",
@@ -143,7 +160,8 @@ register(StrategyInfo(
     },
     budget="max_pixels = tokens · 28²",
     planner=_qwen_plan,
-    knob=BudgetKnob("max_pixels", "pixel budget in 28×28 cells", _qwen_budget, monotone=True),
+    knob=BudgetKnob("max_pixels", "pixel budget in 28×28 cells", _qwen_budget, monotone=True,
+                    segments=_qwen_budget_runs),
     check=_check_qwen,
 ))
 

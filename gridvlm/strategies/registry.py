@@ -52,12 +52,16 @@ class BudgetKnob:
 
     `values(params, max_tokens)` lists candidate values from the smallest setting to the largest.
     When `monotone` is true the token count never falls as the value grows, so a binary search is used.
+    `segments(params, max_tokens, image_size)`, when given, replaces `values` with several runs that are each
+    monotone (a knob whose token count dips once, like Qwen2-VL's max_pixels on thin images); the best plan
+    of all runs wins.
     """
 
     param: str
     description: str
     values: Callable[[dict[str, Any], int], Sequence[Any]]
     monotone: bool = False
+    segments: Callable[[dict[str, Any], int, tuple[int, int]], list[Sequence[Any]]] | None = None
 
 
 def subset_knob(param: str, tiles_of: Callable[[list[int], dict[str, Any]], int] | None = None) -> BudgetKnob:
@@ -233,6 +237,7 @@ def fit_budget(image_or_size: Any, strategy: str, max_tokens: int, **params: Any
         raise PlanError(f"{strategy}: fit_budget sets {knob.param} itself; leave it out")
     base = resolve_params(info, params)
     values = knob.values(base, max_tokens)
+    runs = knob.segments(base, max_tokens, size) if knob.segments else [values]
 
     def attempt(value: Any) -> Plan | None:
         try:
@@ -240,7 +245,8 @@ def fit_budget(image_or_size: Any, strategy: str, max_tokens: int, **params: Any
         except PlanError:
             return None
 
-    best = _search(values, attempt, max_tokens, knob.monotone)
+    found = [_search(run, attempt, max_tokens, knob.monotone) for run in runs]
+    best = max((p for p in found if p is not None), key=lambda p: p.token_count, default=None)
     if best is None:
         smallest = next((p for p in map(attempt, values) if p is not None), None)
         minimum = f"its smallest setting needs {smallest.token_count}" if smallest else "no setting is valid"
