@@ -85,3 +85,32 @@ def test_qwen_budget_finds_the_best_plan_where_tokens_dip(size, budget):
             gridvlm.fit_budget(size, "qwen2-vl", budget)
     else:
         assert gridvlm.fit_budget(size, "qwen2-vl", budget).token_count == best
+
+
+@pytest.mark.parametrize("strategy", [s for s in gridvlm.list_strategies() if gridvlm.strategy_info(s).knob])
+def test_fit_budget_equals_brute_force_over_the_knob(strategy):
+    import random
+
+    info = gridvlm.strategy_info(strategy)
+    knob = info.knob
+    rng = random.Random(strategy)
+    for _ in range(8):
+        long = rng.randint(1, 5000)
+        short = max(1, round(long / rng.uniform(1, 60)))
+        size = (long, short) if rng.random() < 0.5 else (short, long)
+        budget = rng.randint(1, 8000)
+        values = knob.values(info.defaults, budget)
+        runs = knob.segments(info.defaults, budget, size) if knob.segments else [values]
+        best = None
+        for value in [v for run in runs for v in run]:
+            try:
+                plan = gridvlm.plan(size, strategy, **{knob.param: value})
+            except PlanError:
+                continue
+            if plan.token_count <= budget and (best is None or plan.token_count > best):
+                best = plan.token_count
+        if best is None:
+            with pytest.raises(PlanError):
+                gridvlm.fit_budget(size, strategy, budget)
+        else:
+            assert gridvlm.fit_budget(size, strategy, budget).token_count == best, (size, budget)
