@@ -223,13 +223,18 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
     del src
     h, w, _ = view.shape
     gh, gw = h // p, w // p
-    x = view.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)  # (gh/m, gw/m, m, m, 3, p, p)
-    x = _as_tensor(np.ascontiguousarray(x).reshape(gh * gw, 3, 1, p * p)).to(torch.float32)
-    a = torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(1, 3, 1, 1)
-    b = torch.tensor([-u / v for u, v in zip(mean, std)], dtype=torch.float32).view(1, 3, 1, 1)
-    torch.addcmul(b, x, a, out=x)  # (patches, 3, 1, p·p)
-    patches = x.expand(-1, -1, t, -1).reshape(gh * gw, 3 * t * p * p)  # a still image fills the temporal patch
-    return patches, torch.tensor([[1, gh, gw]], dtype=torch.int64)
+    src = _as_tensor(view).view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)  # (…, m, m, 3, p, p)
+    # Write straight into the output (no intermediate float copy: fresh memory costs page faults):
+    # temporal slot 0 gets the converted, normalised pixels, slot 1 a copy of it (a still image fills both).
+    out = torch.empty(gh * gw * 3 * t * p * p, dtype=torch.float32)
+    slots = out.view(gh // m, gw // m, m, m, 3, t, p, p)
+    first = slots[:, :, :, :, :, 0]
+    first.copy_(src)
+    first.mul_(torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(3, 1, 1))
+    first.add_(torch.tensor([-u / v for u, v in zip(mean, std)], dtype=torch.float32).view(3, 1, 1))
+    for k in range(1, t):
+        slots[:, :, :, :, :, k].copy_(first)
+    return out.view(gh * gw, 3 * t * p * p), torch.tensor([[1, gh, gw]], dtype=torch.int64)
 
 
 # ------------------------------------------------------------------------------------------------- decoding
