@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import gridvlm
+from images import photo_like
 from gridvlm.errors import ImageError, PlanError
 from gridvlm.pixels import (
     ENCODER_NORMALISATION,
@@ -38,19 +39,6 @@ def marked_image(width: int = 900, height: int = 600) -> Image.Image:
     return image
 
 
-def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
-    """Gradients, noise and hard strokes: resamples and compresses like a photo."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 37) * np.cos(y / 23)], -1)
-    rgb += rng.normal(0, 10, rgb.shape).astype(np.float32)
-    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(40):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        draw.line([(x0, y0), (x0 + int(rng.integers(-width // 4, width // 4)), y0 + int(rng.integers(-50, 50)))],
-                  fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 6)))
-    return image
 
 
 def jpeg(image: Image.Image, **save) -> bytes:

@@ -12,9 +12,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import gridvlm
+from images import photo_like
 from gridvlm.pixels import CLIP, IMAGENET, SIGLIP, pixel_values, qwen_patchify
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS, ONEVISION_PINPOINTS
 
@@ -85,20 +86,7 @@ REFERENCES = {
 
 
 def _photo(width: int, height: int, seed: int) -> Image.Image:
-    """Photo-like: gradients, noise and text-like strokes."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 31) * np.cos(y / 19)], -1)
-    rgb += rng.normal(0, 12, rgb.shape).astype(np.float32)
-    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(30):  # strokes
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        draw.line([(x0, y0), (x0 + int(rng.integers(-200, 200)), y0 + int(rng.integers(-60, 60)))],
-                  fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 5)))
-    for row in range(5):  # "text"
-        draw.text((20, 20 + 16 * row), "gridvlm exact pixels 0123456789", fill=(0, 0, 0))
-    return image
+    return photo_like(width, height, seed, text=True)
 
 
 def _rgba() -> Image.Image:
