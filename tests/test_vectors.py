@@ -122,3 +122,15 @@ def test_every_strategy_with_a_reference_has_vectors():
     covered = {spec["gridvlm_strategy"] for spec in VECTORS.values()}
     no_reference = {"fixed-grid", "llava-1.5-hd", "llava-mini"}  # strategies.md §12: the rule is the spec
     assert covered | no_reference == set(gridvlm.list_strategies())
+
+
+def test_default_candidate_lists_equal_the_references():
+    """Pinpoints, anchors and DeepSeek-VL2's candidates are the reference configs' lists, in their order."""
+    params = {name: spec["params"] for name, spec in VECTORS.items()}
+    info = gridvlm.strategy_info
+    assert info("llava-next").defaults["grid_pinpoints"] == params["llava_next_hf"]["pinpoints_hw"]
+    assert info("ureader").defaults["anchors"] == params["ureader"]["anchors_rows_cols"]
+    assert info("docowl-1.5").defaults["anchors"] == params["docowl15"]["anchors_rows_cols"]
+    tile = info("deepseek-vl2").defaults["tile_size"]
+    assert [[a * tile, b * tile] for a, b in info("deepseek-vl2").defaults["candidate_tiles"]] == \
+        params["deepseek_vl2"]["candidates_wh"]
