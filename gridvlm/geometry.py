@@ -6,7 +6,6 @@ Boxes are ``(x0, y0, x1, y1)``, half-open, x to the right and y down; sizes are 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -165,25 +164,8 @@ def row_major_boxes(rows: int, cols: int, tile_w: int, tile_h: int) -> list[tupl
     ]
 
 
-def canvas_to_original(box: Box, content: Box, image_size: Size) -> Box:
-    """Map a canvas box to original pixels, given where the resized image sits on the canvas.
-
-    The result is clipped to the image: padding is excluded.
-    """
-    cx0, cy0, cx1, cy1 = content
-    sx = image_size[0] / (cx1 - cx0)
-    sy = image_size[1] / (cy1 - cy0)
-    x0, y0, x1, y1 = intersect(box, content)
-    mapped = ((x0 - cx0) * sx, (y0 - cy0) * sy, (x1 - cx0) * sx, (y1 - cy0) * sy)
-    return intersect(mapped, whole(image_size))
 
 
-def content_in_view(view_box: Box, content: Box, input_size: Size) -> Box:
-    """The image content inside a view cut from `view_box` of a canvas, in the view's input pixels."""
-    x0, y0, x1, y1 = intersect(view_box, content)
-    sx = input_size[0] / (view_box[2] - view_box[0])
-    sy = input_size[1] / (view_box[3] - view_box[1])
-    return ((x0 - view_box[0]) * sx, (y0 - view_box[1]) * sy, (x1 - view_box[0]) * sx, (y1 - view_box[1]) * sy)
 
 
 def padding_fraction(content_box: Box, input_size: Size) -> float:
@@ -299,11 +281,3 @@ def square_pad_content(width: int, height: int, side: int) -> Box:
 def py_round(x: float) -> int:
     """Python's round: halves go to the even neighbour, as every reference relies on."""
     return int(round(x))
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def isqrt_floor(n: float) -> int:
-    return int(math.floor(math.sqrt(n)))
