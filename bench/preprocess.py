@@ -30,7 +30,8 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import gridvlm  # noqa: E402
-from gridvlm.pixels import CLIP, pixel_values, qwen_pixel_values  # noqa: E402
+from gridvlm.pixels import pixel_values, qwen_pixel_values  # noqa: E402
+from gridvlm.strategies.reference import CLIP  # noqa: E402
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS  # noqa: E402
 
 SIZES = [(1024, 768), (1920, 1080), (4032, 3024), (800, 4000)]

@@ -71,6 +71,8 @@ class Plan:
     # Where the resized image sits on the canvas, canvas pixels (the rest is padding).
     content_box: IntBox | None = None
     notes: tuple[str, ...] = field(default=())  # reference quirks that apply to this plan
+    # The encoder's windowed-attention groups, original pixels, in the encoder's window order; () = no windows.
+    windows: tuple[Box, ...] = field(default=())
 
     @property
     def views(self) -> tuple[Tile, ...]:
@@ -100,6 +102,7 @@ class Plan:
             "text_tokens": self.text_tokens,
             "content_box": self.content_box,
             "notes": list(self.notes),
+            "windows": [list(w) for w in self.windows],
         }
         return _jsonable(data)
 
@@ -119,6 +122,7 @@ class Plan:
             text_tokens=int(data.get("text_tokens", 0)),
             content_box=None if data.get("content_box") is None else _tuple(data["content_box"], int),
             notes=tuple(data.get("notes", ())),
+            windows=tuple(_tuple(w, float) for w in data.get("windows", ())),
         )
 
 

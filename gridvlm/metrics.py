@@ -19,109 +19,13 @@ from gridvlm.geometry import Box, Plan, Tile, area, intersect, whole
 # Reference models, for compute estimates
 
 
-@dataclass(frozen=True)
-class TransformerSpec:
-    """Shape of a transformer stack, enough for a FLOPs estimate."""
-
-    name: str
-    layers: int
-    hidden: int  # d_model
-    mlp: int  # MLP intermediate width (for a MoE: the width of the experts a token activates, summed)
-    gated: bool  # SwiGLU-style MLP with three matrices (LLaMA, Qwen, Mistral) instead of two (ViT)
-    patch: int = 0  # encoder patch side in pixels; 0 for a language model
-    source: str = ""  # where the numbers come from
-
-    def gflops(self, n: int) -> float:
-        """Estimated forward GFLOPs (1e9, multiply-add = 2 FLOPs) for one sequence of ``n`` tokens.
-
-        Per layer: ``2·n·(4·d² + k·d·mlp)`` for the projections (k = 3 for a gated MLP, 2 otherwise) plus
-        ``4·n²·d`` for the attention scores and the weighted sum. Ignores grouped-query attention (K/V projections
-        counted at full width), norms, embeddings and the LM head: an estimate, within a few per cent.
-        """
-        d = self.hidden
-        k = 3 if self.gated else 2
-        per_layer = 2 * n * (4 * d * d + k * d * self.mlp) + 4 * n * n * d
-        return self.layers * per_layer / 1e9
+# Each strategy names its reference model when it registers; the shapes are re-exported here for callers.
+from gridvlm.strategies import strategy_info  # noqa: E402
+from gridvlm.strategies.reference import ReferenceModel, TransformerSpec  # noqa: E402,F401
 
 
-@dataclass(frozen=True)
-class ReferenceModel:
-    """The checkpoint a strategy's defaults come from: its vision encoder and its language model."""
-
-    encoder: TransformerSpec
-    llm: TransformerSpec | None  # None: an encoder alone (NaViT)
-
-
-CLIP_L_336 = TransformerSpec(
-    "CLIP ViT-L/14-336", 24, 1024, 4096, False, patch=14,
-    source="openai/clip-vit-large-patch14-336 config.json (vision_config)",
-)
-CLIP_L_224 = TransformerSpec(
-    "CLIP ViT-L/14", 24, 1024, 4096, False, patch=14,
-    source="openai/clip-vit-large-patch14 config.json (vision_config); mPLUG-Owl's ViT-L/14 has the same shape",
-)
-SIGLIP_SO400M = TransformerSpec(
-    "SigLIP so400m/14", 27, 1152, 4304, False, patch=14,
-    source="google/siglip-so400m-patch14-384 config.json (vision_config)",
-)
-INTERNVIT_300M = TransformerSpec(
-    "InternViT-300M-448px", 24, 1024, 4096, False, patch=14,
-    source="OpenGVLab/InternViT-300M-448px config.json",
-)
-QWEN2_VL_VIT = TransformerSpec(
-    "Qwen2-VL ViT (675M)", 32, 1280, 5120, False, patch=14,
-    source="Qwen/Qwen2-VL-7B-Instruct config.json (vision_config: depth 32, embed_dim 1280, mlp_ratio 4)",
-)
-VIT_B_16 = TransformerSpec(
-    "ViT-B/16", 12, 768, 3072, False, patch=16,
-    source="NaViT paper (Dehghani et al. 2023) B/16 shape; google/vit-base-patch16-224 config.json",
-)
-
-VICUNA_7B = TransformerSpec(
-    "Vicuna-7B", 32, 4096, 11008, True, source="lmsys/vicuna-7b-v1.5 config.json (LLaMA-2-7B shape)",
-)
-VICUNA_13B = TransformerSpec(
-    "Vicuna-13B", 40, 5120, 13824, True, source="lmsys/vicuna-13b-v1.5 config.json (LLaMA-2-13B shape)",
-)
-MISTRAL_7B = TransformerSpec(
-    "Mistral-7B", 32, 4096, 14336, True, source="mistralai/Mistral-7B-Instruct-v0.2 config.json",
-)
-QWEN2_7B = TransformerSpec("Qwen2-7B", 28, 3584, 18944, True, source="Qwen/Qwen2-7B-Instruct config.json")
-INTERNLM2_7B = TransformerSpec(
-    "InternLM2.5-7B", 32, 4096, 14336, True, source="internlm/internlm2_5-7b-chat config.json (InternVL2.5-8B)",
-)
-LLAMA_7B = TransformerSpec("LLaMA-7B", 32, 4096, 11008, True, source="huggyllama/llama-7b config.json")
-LLAMA3_8B = TransformerSpec("Llama-3.1-8B", 32, 4096, 14336, True, source="meta-llama/Llama-3.1-8B config.json")
-SMOLLM2_1_7B = TransformerSpec(
-    "SmolLM2-1.7B", 24, 2048, 8192, True, source="HuggingFaceTB/SmolLM2-1.7B-Instruct config.json",
-)
-DEEPSEEK_VL2_MOE = TransformerSpec(
-    "DeepSeekMoE (DeepSeek-VL2, ~4.5B activated)", 30, 2560, 12288, True,
-    source="deepseek-ai/deepseek-vl2 language_config: approximated as a dense model with the activated MLP "
-    "(2 shared + 6 routed experts × 1536 = 12288); MLA attention counted as plain attention",
-)
-
-REFERENCE_MODELS: dict[str, ReferenceModel] = {
-    # LLaVA family: the CLIP-L/336 tower with Vicuna-7B, as llava-v1.5-7b
-    "llava-1.5": ReferenceModel(CLIP_L_336, VICUNA_7B),  # liuhaotian/llava-v1.5-7b
-    "fixed-grid": ReferenceModel(CLIP_L_336, VICUNA_7B),  # a LLaVA-1.5-7B style model fed a fixed grid
-    "llava-1.5-hd": ReferenceModel(CLIP_L_336, VICUNA_7B),  # LLaVA-1.5-HD (LLaVA-1.5 paper §3.3), 7B
-    # LLaVA-Mini paper setting is LLaVA-1.5-7B-like; the released ICTNLP/llava-mini-llama-3.1-8b uses Llama-3.1-8B
-    "llava-mini": ReferenceModel(CLIP_L_336, VICUNA_7B),
-    "llava-next": ReferenceModel(CLIP_L_336, MISTRAL_7B),  # llava-hf/llava-v1.6-mistral-7b-hf
-    "llava-onevision": ReferenceModel(SIGLIP_SO400M, QWEN2_7B),  # llava-hf/llava-onevision-qwen2-7b-ov-hf
-    "llava-uhd": ReferenceModel(CLIP_L_336, VICUNA_13B),  # LLaVA-UHD paper: CLIP-L/14 + Vicuna-13B
-    "minicpm-v": ReferenceModel(SIGLIP_SO400M, QWEN2_7B),  # openbmb/MiniCPM-V-2_6
-    "ureader": ReferenceModel(CLIP_L_224, LLAMA_7B),  # UReader: mPLUG-Owl (ViT-L/14 + LLaMA-7B)
-    "docowl-1.5": ReferenceModel(CLIP_L_224, LLAMA_7B),  # mPLUG/DocOwl1.5: mPLUG-Owl2 ViT-L/14 + LLaMA-7B
-    "internvl": ReferenceModel(INTERNVIT_300M, INTERNLM2_7B),  # OpenGVLab/InternVL2_5-8B
-    "deepseek-vl2": ReferenceModel(SIGLIP_SO400M, DEEPSEEK_VL2_MOE),  # deepseek-ai/deepseek-vl2
-    "qwen2-vl": ReferenceModel(QWEN2_VL_VIT, QWEN2_7B),  # Qwen/Qwen2-VL-7B-Instruct
-    "idefics3": ReferenceModel(SIGLIP_SO400M, LLAMA3_8B),  # HuggingFaceM4/Idefics3-8B-Llama3
-    "smolvlm": ReferenceModel(SIGLIP_SO400M, SMOLLM2_1_7B),  # HuggingFaceTB/SmolVLM-Instruct
-    "navit": ReferenceModel(VIT_B_16, None),  # NaViT B/16: an encoder, no language model
-}
-"""Strategy name → the reference checkpoint's encoder and LLM shapes, for the compute estimates."""
+def _reference_model(plan: Plan) -> ReferenceModel | None:
+    return strategy_info(plan.strategy).reference_model
 
 
 def vision_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | None:
@@ -129,9 +33,9 @@ def vision_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | No
 
     A view of ``(w, h)`` input pixels has ``(h // p) · (w // p)`` patch tokens (a stride-p convolution drops the
     remainder; CLS tokens ignored), p = the plan's ``patch_size`` parameter when it has one, else the encoder's.
-    None when the strategy has no entry in ``REFERENCE_MODELS``.
+    None when the strategy names no reference model (``StrategyInfo.reference_model``).
     """
-    model = model or REFERENCE_MODELS.get(plan.strategy)
+    model = model or _reference_model(plan)
     if model is None:
         return None
     p = plan.params.get("patch_size")
@@ -142,9 +46,9 @@ def vision_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | No
 def llm_prefill_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | None:
     """Estimated LLM prefill GFLOPs for the image alone: ``token_count + text_tokens`` tokens, no prompt text.
 
-    0.0 for an encoder without a language model; None when the strategy has no entry in ``REFERENCE_MODELS``.
+    0.0 for an encoder without a language model; None when the strategy names no reference model (``StrategyInfo.reference_model``).
     """
-    model = model or REFERENCE_MODELS.get(plan.strategy)
+    model = model or _reference_model(plan)
     if model is None:
         return None
     if model.llm is None:
@@ -211,7 +115,7 @@ def plan_metrics(plan: Plan) -> dict[str, Any]:
       covers everything); ``tile_coverage``: the same over the tiles alone.
     - ``pixels_per_token``: original ``W·H / token_count`` (None when the plan has no tokens).
     - ``vision_gflops``, ``llm_prefill_gflops``: compute *estimates* in GFLOPs for the strategy's reference model
-      (``REFERENCE_MODELS``; None for a strategy without an entry). ``vision_model`` / ``llm_model``: their names.
+      (``StrategyInfo.reference_model``; None for a strategy that names none). ``vision_model`` / ``llm_model``: their names.
     """
     w, h = plan.image_size
     image_box = whole(plan.image_size)
@@ -222,7 +126,7 @@ def plan_metrics(plan: Plan) -> dict[str, Any]:
     padded_pixels = sum(v.padding * v.input_size[0] * v.input_size[1] for v in views)
     scales = [s for s in map(view_scale, views) if s is not None]
     distortions = [d for d in map(view_aspect_distortion, views) if d is not None]
-    model = REFERENCE_MODELS.get(plan.strategy)
+    model = _reference_model(plan)
 
     def coverage(boxes: list[Box]) -> float:
         return union_area(boxes, image_box) / image_area if image_area > 0 else 0.0

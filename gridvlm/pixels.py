@@ -2,14 +2,11 @@
 
 Every view is rendered from the plan's geometry (`Tile.box`, `canvas_box`, `content_box`, `Plan.canvas_size`),
 so every registered strategy works without code of its own. What differs between references is only *how*
-the pixels are made, and that lives in three small tables and two functions below:
-
-- `REFERENCE_RESAMPLING`: the PIL filter each reference resizes with;
-- `PAD_COLOURS`: what fills padding (AnyRes canvases black, LLaVA-1.5 the CLIP mean, DeepSeek-VL2 grey);
-- `ENCODER_NORMALISATION`: the encoder's mean/std that `pixel_values` defaults to;
-- `_square_pad_view` (pad to a square *then* resize) and `_uhd_release_views` (crop, then torch bilinear
-  antialiased interpolation in float) for the two references whose order of operations is not "resize once,
-  then cut".
+the pixels are made, and each strategy states that in its `PixelRecipe` (`strategy_info(name).pixel_recipe(plan)`):
+the resampling filter, the pad colour, the encoder's mean/std that `pixel_values` defaults to, and flags for the
+references whose order of operations is not "resize once, then cut" (`_square_pad_view`: pad to a square *then*
+resize; `_uhd_release_views`: crop, then torch bilinear antialiased interpolation in float; a first resize of the
+whole image; a global view squashed from the canvas; a flat patch layout).
 
 Two paths share this code:
 
@@ -32,63 +29,22 @@ from PIL import Image
 from .errors import PlanError
 from .geometry import Plan, Tile
 from .imaging import ImageSource, exif_orientation, open_for_decode, to_upright_rgb
+from .strategies import PixelRecipe, strategy_info
+from .strategies.registry import RESAMPLING_FILTERS
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "DRAFT_MARGIN",
-    "ENCODER_NORMALISATION",
     "FAST_MEAN_ABS_BOUND",
-    "PAD_COLOURS",
-    "REFERENCE_RESAMPLING",
     "pixel_values",
     "qwen_patchify",
     "qwen_pixel_values",
     "views",
 ]
 
-CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # OpenAI CLIP
-SIGLIP = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # also transformers' IMAGENET_STANDARD_*
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-# (mean, std) per strategy: the checkpoint's image processor, not the transformers class default (notes.md trap 2).
-ENCODER_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "llava-1.5": CLIP,  # llava-hf/llava-1.5-*-hf preprocessor_config; CLIP ViT-L/14-336
-    "fixed-grid": CLIP,  # teaching baseline on LLaVA's CLIP ViT-L/14-336 tiles
-    "llava-1.5-hd": CLIP,  # LLaVA-1.5's CLIP ViT-L/14-336
-    "llava-next": CLIP,  # llava-hf/llava-v1.6-*-hf preprocessor_config
-    "llava-onevision": SIGLIP,  # llava-hf/llava-onevision-qwen2-*-ov-hf: image_mean/std 0.5 (SigLIP-so400m)
-    "llava-uhd": CLIP,  # CLIP ViT-L/14-336 encoder (slice_logic.py itself leaves values in [0, 1])
-    "minicpm-v": SIGLIP,  # MiniCPM-V 2.6 norm_mean/norm_std 0.5; transformers MiniCPMV4_6 IMAGENET_STANDARD
-    "ureader": CLIP,  # mPLUG-DocOwl UReader doc_processor Normalize (CLIP ViT-L/14)
-    "docowl-1.5": CLIP,  # DocOwl1.5 processor.py DocProcessor Normalize (CLIP ViT-L/14)
-    "internvl": IMAGENET,  # InternVL build_transform IMAGENET_MEAN/STD; OpenGVLab/InternVL3-*-hf
-    "deepseek-vl2": SIGLIP,  # processing_deepseek_vl_v2.py image_mean/std (0.5, 0.5, 0.5)
-    "qwen2-vl": CLIP,  # Qwen2-VL / Qwen2.5-VL preprocessor_config image_mean/std = OpenAI CLIP
-    "idefics3": SIGLIP,  # HuggingFaceM4/Idefics3-8B-Llama3 preprocessor_config
-    "smolvlm": SIGLIP,  # HuggingFaceTB/SmolVLM-Instruct preprocessor_config
-    "llava-mini": CLIP,  # ictnlp/LLaVA-Mini: CLIP ViT-L/14-336
-    "navit": SIGLIP,  # no reference (vit-pytorch takes raw tensors): big_vision's value_range(-1, 1)
-}
-_DEFAULT_NORMALISATION = CLIP  # for strategies registered after this table was written
-
-BICUBIC, LANCZOS, BILINEAR = Image.Resampling.BICUBIC, Image.Resampling.LANCZOS, Image.Resampling.BILINEAR
-
-# The PIL filter each reference resizes with. Everything not listed uses bicubic.
-REFERENCE_RESAMPLING: dict[str, Image.Resampling] = {
-    "idefics3": LANCZOS,  # Idefics3ImageProcessorPil.resample; checkpoints carry "resample": 1
-    "smolvlm": LANCZOS,
-    # LLaVA-UHD release: torch bilinear antialiased interpolation in float (see _uhd_release_views); PIL bilinear
-    # (the algorithm torch's antialias mode was ported from) on the fast path.
-    "llava-uhd": BILINEAR,
-}
-
-# What fills padding, RGB 0..255. Everything not listed pads with black (AnyRes canvases, fixed-grid's edge tiles).
-PAD_COLOURS: dict[str, tuple[int, int, int]] = {
-    "llava-1.5": (122, 116, 104),  # expand2square: int(255 * CLIP mean)
-    "deepseek-vl2": (127, 127, 127),  # ImageOps.pad(color=int(255 * 0.5))
-}
+_FILTERS = {name: getattr(Image.Resampling, name.upper()) for name in RESAMPLING_FILTERS}
 
 # The fast path decodes a JPEG at 1/k scale only if the decoded image keeps at least DRAFT_MARGIN times the
 # resolution every view needs, so the resize that follows is still a real downscale with its own antialiasing.
@@ -102,8 +58,6 @@ REDUCING_GAP = 2.0
 # Promise of the fast path, tested: mean absolute difference from exact=True, in 0..1 pixel units, per image.
 FAST_MEAN_ABS_BOUND = 2 / 255
 
-_IDEFICS = ("idefics3", "smolvlm")
-
 View = Union[np.ndarray, "torch.Tensor"]  # uint8 (h, w, 3), or float32 (3, h, w) in 0..1 (UHD release, exact)
 
 
@@ -114,7 +68,7 @@ def views(image: ImageSource, plan: Plan, exact: bool = True) -> list[Image.Imag
     """What the encoder sees: one uint8 RGB image per view, in `plan.views` order, each `view.input_size`.
 
     Rendered exactly as the reference does (as `pixel_values(..., exact=True)` before normalising); padding is
-    filled with the strategy's pad colour (`PAD_COLOURS`). `exact=False` takes `pixel_values`' fast routes
+    filled with the strategy's pad colour (its `PixelRecipe.pad_colour`). `exact=False` takes `pixel_values`' fast routes
     (reduced-scale JPEG decoding, box-reduced downscales; same FAST_MEAN_ABS_BOUND) — for previews.
     `image` is anything `load_image` takes. Raises `PlanError` if the plan was made for another size,
     `ImageError` if the image cannot be read.
@@ -133,7 +87,7 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
     `(3, h, w)` tensors, in `plan.views` order. Values are `(pixel / 255 - mean) / std`, per channel.
 
     `source` is a path, bytes, a binary file object or a PIL image. `mean`/`std` (3 floats each, 0..1 units)
-    default to the strategy's encoder (`ENCODER_NORMALISATION`).
+    default to the strategy's encoder (its `PixelRecipe.normalisation`).
 
     `exact=True` reproduces the reference processor: full-resolution decode, its resampling filter, padding and
     order of operations, and transformers' float64-then-float32 arithmetic; it matches the transformers PIL
@@ -148,7 +102,7 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
     Raises `PlanError` if `plan.image_size` is not the image's upright size, `ImageError` for unreadable input.
     """
     torch = _torch()
-    mean, std = _normalisation(plan.strategy, mean, std)
+    mean, std = _normalisation(plan, mean, std)
     scale = 1 if exact else _draft_factor(plan)
     src = _decode(source, plan, draft=scale)
     rendered = _render(src, plan, exact=exact)
@@ -211,13 +165,15 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
     into the patch layout first (one byte per value), then makes the float32 values with one multiply-add and
     repeats them over the temporal patch in the final copy; same bound as `pixel_values` (FAST_MEAN_ABS_BOUND).
     """
-    if plan.strategy != "qwen2-vl":
-        raise PlanError(f"qwen_pixel_values takes a qwen2-vl plan, got {plan.strategy!r}")
-    p, m, t = plan.params["patch_size"], plan.params["merge_size"], 2
+    layout = _recipe(plan).patches
+    if layout is None:
+        raise PlanError(f"qwen_pixel_values takes a plan whose model reads flat patches (qwen2-vl and its kin); "
+                        f"{plan.strategy!r} takes whole views: use pixel_values")
+    p, m, t = layout.patch_size, layout.merge_size, layout.temporal_patch_size
     if exact:
         return qwen_patchify(pixel_values(source, plan, mean, std, exact=True)[0], p, m, t)
     torch = _torch()
-    mean, std = _normalisation(plan.strategy, mean, std)
+    mean, std = _normalisation(plan, mean, std)
     src = _decode(source, plan, draft=_draft_factor(plan))
     view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
     del src
@@ -306,19 +262,16 @@ def _scale_of(src: Image.Image, plan: Plan) -> float:
 def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
     """Every view of `plan`, in order: uint8 (h, w, 3) arrays (or float (3, h, w) for UHD release, exact)."""
     s = _scale_of(src, plan)
-    if plan.strategy == "llava-1.5" and plan.params.get("mode") == "pad":
-        return [_square_pad_view(src, plan, PAD_COLOURS["llava-1.5"])]
-    if plan.strategy == "llava-onevision" and plan.params.get("multi_image"):
-        # pad_to_square with int(255 · the processor's mean), then the resize: same order as LLaVA-1.5 'pad'
-        mean = ENCODER_NORMALISATION["llava-onevision"][0]
-        return [_square_pad_view(src, plan, tuple(int(m * 255) for m in mean))]
-    if plan.strategy == "llava-uhd" and plan.params.get("variant") == "release" and exact:
+    recipe = _recipe(plan)
+    if recipe.pad_to_square_first:
+        return [_square_pad_view(src, plan, recipe)]
+    if recipe.float_resize and exact:
         return _uhd_release_views(src, plan)
-    resample = REFERENCE_RESAMPLING.get(plan.strategy, BICUBIC)
-    pad = PAD_COLOURS.get(plan.strategy, (0, 0, 0))
+    resample, pad = _FILTERS[recipe.resample], recipe.pad_colour
+    first = recipe.first_resize if exact else None  # the fast path folds a first resize into the next one
     canvas = None
     if any(t.canvas_box is not None for t in plan.views):
-        canvas = _canvas(src, plan, s, resample, pad, exact)
+        canvas = _canvas(src, plan, s, resample, pad, first, exact)
     out = []
     for t in plan.views:
         if t.canvas_box is not None:
@@ -327,11 +280,10 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
             if (x1 - x0, y1 - y0) != tuple(t.input_size):
                 tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
             out.append(tile)
-        elif plan.strategy in _IDEFICS and t.is_thumbnail and canvas is not None:
-            # Idefics3 squashes the already-resized canvas, not the original, into its global view.
+        elif recipe.thumbnail_from_canvas and t.is_thumbnail and canvas is not None:
             out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
         else:
-            out.append(_direct_view(src, plan, t, s, resample, pad, exact))
+            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact))
     return out
 
 
@@ -341,8 +293,10 @@ def _canvas_content(plan: Plan) -> tuple[int, int, int, int]:
     return (0, 0, plan.canvas_size[0], plan.canvas_size[1])
 
 
-def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, exact: bool) -> np.ndarray:
-    """The plan's canvas, (H, W, 3) uint8: the image resized ONCE to the content box, padding around it."""
+def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[int, int] | None,
+            exact: bool) -> np.ndarray:
+    """The plan's canvas, (H, W, 3) uint8: the image resized ONCE to the content box (after the recipe's first
+    resize, when the exact path keeps one), padding around it."""
     cw, ch = plan.canvas_size
     x0, y0, x1, y1 = _canvas_content(plan)
     size = (x1 - x0, y1 - y0)
@@ -353,8 +307,8 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, exact: bool) 
         resized = src.crop((ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
         offset = (ix0, iy0)
     else:
-        if plan.strategy in _IDEFICS and exact:
-            resized = _idefics_first_step(src, plan).resize(size, resample)
+        if first is not None:
+            resized = src.resize(first, resample).resize(size, resample)
         else:
             resized = _resize(src, size, resample, _src_box((0, 0, *plan.image_size), s), exact)
         if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
@@ -368,7 +322,8 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, exact: bool) 
     return canvas
 
 
-def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad, exact: bool) -> np.ndarray:
+def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad, first: tuple[int, int] | None,
+                 exact: bool) -> np.ndarray:
     """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it."""
     w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
@@ -379,8 +334,8 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
     elif s == 1.0 and all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == size:
         # Same size: a crop (NaViT), or the image itself (Qwen2-VL at native size), never a resample.
         region = src if size == src.size else src.crop(tuple(int(v) for v in box))
-    elif plan.strategy in _IDEFICS and exact:
-        region = _idefics_first_step(src, plan).resize(size, resample)
+    elif first is not None:
+        region = src.resize(first, resample).resize(size, resample)
     else:
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:
@@ -401,15 +356,7 @@ def _src_box(box, s: float) -> tuple[float, float, float, float]:
     return (box[0] * s, box[1] * s, box[2] * s, box[3] * s)
 
 
-def _idefics_first_step(src: Image.Image, plan: Plan) -> Image.Image:
-    """Idefics3's first resize (longest edge to `longest_edge`); the canvas and single views are resized again."""
-    from .strategies.grids import idefics3_sizes
-
-    (w1, h1), _ = idefics3_sizes(*plan.image_size, plan.params["longest_edge"], plan.params["tile_size"])
-    return src.resize((w1, h1), LANCZOS)
-
-
-def _square_pad_view(src: Image.Image, plan: Plan, colour: tuple[int, int, int]) -> np.ndarray:
+def _square_pad_view(src: Image.Image, plan: Plan, recipe: PixelRecipe) -> np.ndarray:
     """Paste on a max(w, h) square of `colour`, THEN resize the square (LLaVA-1.5 'pad', OneVision multi-image).
 
     Padding first matters: the resize blends the image's edge with the pad colour. On the fast path `src` may
@@ -417,10 +364,10 @@ def _square_pad_view(src: Image.Image, plan: Plan, colour: tuple[int, int, int])
     """
     w, h = src.size
     side = max(w, h)
-    square = Image.new("RGB", (side, side), colour)
+    square = Image.new("RGB", (side, side), recipe.pad_colour)
     square.paste(src, ((side - w) // 2, (side - h) // 2))
     t = plan.tiles[0].input_size
-    return np.asarray(square.resize(t, REFERENCE_RESAMPLING.get(plan.strategy, BICUBIC)))
+    return np.asarray(square.resize(t, _FILTERS[recipe.resample]))
 
 
 def _uhd_release_views(src: Image.Image, plan: Plan) -> list["torch.Tensor"]:
@@ -441,8 +388,12 @@ def _uhd_release_views(src: Image.Image, plan: Plan) -> list["torch.Tensor"]:
 # ------------------------------------------------------------------------------------------------- arithmetic
 
 
-def _normalisation(strategy: str, mean, std):
-    default_mean, default_std = ENCODER_NORMALISATION.get(strategy, _DEFAULT_NORMALISATION)
+def _recipe(plan: Plan) -> PixelRecipe:
+    return strategy_info(plan.strategy).pixel_recipe(plan)
+
+
+def _normalisation(plan: Plan, mean, std):
+    default_mean, default_std = _recipe(plan).normalisation
     mean = default_mean if mean is None else tuple(float(v) for v in mean)
     std = default_std if std is None else tuple(float(v) for v in std)
     if len(mean) != 3 or len(std) != 3:

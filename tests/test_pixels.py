@@ -13,9 +13,7 @@ import gridvlm
 from images import photo_like
 from gridvlm.errors import ImageError, PlanError
 from gridvlm.pixels import (
-    ENCODER_NORMALISATION,
     FAST_MEAN_ABS_BOUND,
-    PAD_COLOURS,
     _decode,
     _draft_factor,
     pixel_values,
@@ -47,9 +45,17 @@ def jpeg(image: Image.Image, **save) -> bytes:
     return buf.getvalue()
 
 
+def normalisation(strategy: str):
+    return gridvlm.strategy_info(strategy).pixels.normalisation
+
+
+def pad_colour(plan: gridvlm.Plan):
+    return gridvlm.strategy_info(plan.strategy).pixel_recipe(plan).pad_colour
+
+
 def mean_abs_pixels(fast, exact, strategy: str) -> float:
     """Mean |fast − exact| in 0..1 pixel units (de-normalised), over every value of every view."""
-    std = torch.tensor(ENCODER_NORMALISATION[strategy][1]).view(3, 1, 1)
+    std = torch.tensor(normalisation(strategy)[1]).view(3, 1, 1)
     fast = fast if isinstance(fast, list) else list(fast)
     exact = exact if isinstance(exact, list) else list(exact)
     assert [f.shape for f in fast] == [e.shape for e in exact]
@@ -77,7 +83,7 @@ def test_views_follow_the_plan(marked, strategy):
 @pytest.mark.parametrize("strategy", gridvlm.list_strategies())
 def test_padding_has_the_pad_colour(marked, strategy):
     plan = gridvlm.plan(marked, strategy)
-    pad = np.array(PAD_COLOURS.get(strategy, (0, 0, 0)), dtype=np.uint8)
+    pad = np.array(pad_colour(plan), dtype=np.uint8)
     for tile, view in zip(plan.views, views(marked, plan)):
         pixels = np.asarray(view)
         outside = _outside(tile.content_box, tile.input_size, margin=2)
@@ -118,11 +124,12 @@ def test_fixed_grid_zero_pads_edge_tiles():
 def test_llava15_pads_before_resizing():
     """Pad-then-resize: the pad colour bleeds into the image edge, which resize-then-pad would not do."""
     image = Image.new("RGB", (600, 300), (0, 0, 0))
-    view = np.asarray(views(image, gridvlm.plan(image, "llava-1.5", mode="pad"))[0]).astype(int)
-    assert tuple(view[0, 0]) == PAD_COLOURS["llava-1.5"]
+    plan = gridvlm.plan(image, "llava-1.5", mode="pad")
+    view = np.asarray(views(image, plan)[0]).astype(int)
+    assert tuple(view[0, 0]) == pad_colour(plan)
     assert tuple(view[168, 168]) == (0, 0, 0)
     edge = view[84, 168]  # the row where the image starts: a blend of black and the pad colour
-    assert 0 < edge[0] < PAD_COLOURS["llava-1.5"][0]
+    assert 0 < edge[0] < pad_colour(plan)[0]
 
 
 # ----------------------------------------------------------------------------------------- pixel_values
@@ -142,7 +149,7 @@ def test_pixel_values_shapes_and_normalisation(marked, strategy):
         assert [tuple(v.shape) for v in values] == [(3, t.input_size[1], t.input_size[0]) for t in plan.views]
     assert all(v.dtype == torch.float32 for v in values)
     # De-normalised, they are the views that views() shows (to within uint8 rounding).
-    mean, std = (torch.tensor(x).view(3, 1, 1) for x in ENCODER_NORMALISATION[strategy])
+    mean, std = (torch.tensor(x).view(3, 1, 1) for x in normalisation(strategy))
     for v, shown in zip(values, views(marked, plan)):
         pixels = torch.from_numpy(np.asarray(shown).copy()).permute(2, 0, 1).float() / 255
         assert float((v * std + mean - pixels).abs().max()) <= 0.5 / 255 + 1e-6
@@ -159,8 +166,10 @@ def test_mean_and_std_override(marked):
         pixel_values(marked, plan, std=(0.5, 0, 0.5))
 
 
-def test_every_strategy_has_a_normalisation():
-    assert set(gridvlm.list_strategies()) <= set(ENCODER_NORMALISATION)
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_every_strategy_has_a_normalisation(strategy):
+    mean, std = normalisation(strategy)
+    assert len(mean) == len(std) == 3 and all(0 <= m <= 1 for m in mean) and all(s > 0 for s in std)
 
 
 def test_qwen_patchify_layout():
@@ -296,7 +305,7 @@ def test_qwen_pixel_values_fast_is_the_patch_layout_of_exact(big_jpeg, params):
     assert fast.shape == exact.shape and fast.dtype == exact.dtype
     assert grid_fast.tolist() == grid_exact.tolist()
     assert grid_fast.tolist() == [[1, plan.tiles[0].input_size[1] // 14, plan.tiles[0].input_size[0] // 14]]
-    std = torch.tensor(ENCODER_NORMALISATION["qwen2-vl"][1]).repeat_interleave(2 * 14 * 14)
+    std = torch.tensor(normalisation("qwen2-vl")[1]).repeat_interleave(2 * 14 * 14)
     assert ((fast - exact).abs() * std).mean() <= FAST_MEAN_ABS_BOUND
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 import gridvlm
 from images import photo_like
-from gridvlm.pixels import CLIP, IMAGENET, SIGLIP, pixel_values, qwen_patchify
+from gridvlm.pixels import pixel_values, qwen_patchify
+from gridvlm.strategies.reference import CLIP, IMAGENET, SIGLIP
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS, ONEVISION_PINPOINTS
 
 torch = pytest.importorskip("torch")
@@ -123,7 +124,7 @@ def test_exact_equals_transformers(images, processors, key, image_name):
     reference = processors[key](image, return_tensors="pt")
     plan = gridvlm.plan(image, strategy, **params)
     ours = pixel_values(image, plan, exact=True)
-    std = torch.tensor(gridvlm.pixels.ENCODER_NORMALISATION[strategy][1])
+    std = torch.tensor(gridvlm.strategy_info(strategy).pixels.normalisation[1])
 
     if strategy == "qwen2-vl":
         patches, grid_thw = qwen_patchify(ours[0])
@@ -172,5 +173,5 @@ def test_onevision_multi_image_equals_transformers(images, processors, image_nam
     plan = gridvlm.plan(image, "llava-onevision", multi_image=True)
     ours = pixel_values(image, plan, exact=True)
     assert ours.shape == reference[0, :1].shape == (1, 3, 384, 384)
-    std = torch.tensor(gridvlm.pixels.ENCODER_NORMALISATION["llava-onevision"][1]).view(3, 1, 1)
+    std = torch.tensor(gridvlm.strategy_info("llava-onevision").pixels.normalisation[1]).view(3, 1, 1)
     assert ((ours[0] - reference[0, 0]).abs() * std).max() <= 1 / 255

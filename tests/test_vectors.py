@@ -9,6 +9,9 @@ import gridvlm
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors-public.json").read_text())["strategies"]
 CASES = [(variant, case) for variant, spec in VECTORS.items() for case in spec["cases"]]
+# Every public vector file (the families added later have their own, checked in test_vectors_2.py).
+ALL_VARIANTS = {variant: spec for path in sorted((Path(__file__).parent / "data").glob("vectors-public*.json"))
+                for variant, spec in json.loads(path.read_text())["strategies"].items()}
 
 
 def make_plan(variant, case):
@@ -118,10 +121,17 @@ def test_vector(variant, case):
         assert plan.tiles[0].token_grid == tuple(case["patch_grid_hw"])
 
 
-def test_every_strategy_with_a_reference_has_vectors():
-    covered = {spec["gridvlm_strategy"] for spec in VECTORS.values()}
-    no_reference = {"fixed-grid", "llava-1.5-hd", "llava-mini"}  # strategies.md §12: the rule is the spec
-    assert covered | no_reference == set(gridvlm.list_strategies())
+def test_every_vector_variant_is_claimed_by_its_strategy():
+    for variant, spec in VECTORS.items():
+        assert variant in gridvlm.strategy_info(spec["gridvlm_strategy"]).vectors, variant
+
+
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_the_vectors_a_strategy_names_exist_and_check_it(strategy):
+    """A strategy with no vectors has no runnable reference: its rule is the specification itself."""
+    for variant in gridvlm.strategy_info(strategy).vectors:
+        assert variant in ALL_VARIANTS, f"{strategy} names vector variant {variant!r}, which no vector file has"
+        assert ALL_VARIANTS[variant]["gridvlm_strategy"] == strategy
 
 
 def test_default_candidate_lists_equal_the_references():

@@ -1,33 +1,33 @@
 """Every slicing strategy, registered by name. Pure arithmetic: no pixels, torch, PIL or gradio.
 
-One module per family: `native` (one view), `anyres` (best canvas from a list), `slices`
-(variable slices), `grids` (resize-and-tile grids).
+Each module in this package holds one family of strategies and registers them when imported; every module is
+imported here, so a new strategy is one new file. `registry` and `reference` hold the shared machinery and data.
 """
 
-from . import anyres, grids, native, slices  # noqa: F401  (importing registers the strategies)
+import importlib
+import pkgutil
+
 from .registry import (
     BudgetKnob,
     ParamSpec,
+    PatchLayout,
+    PixelRecipe,
     StrategyInfo,
-    _REGISTRY,
     fit_budget,
     image_size_of,
     list_strategies,
     plan,
+    register,
     strategy_info,
+    unregister,
 )
 
-# The order users see in the CLI and the app's dropdown: from one view to tiling to native resolution.
-ORDER = (
-    "llava-1.5", "fixed-grid", "llava-1.5-hd", "llava-next", "llava-onevision", "llava-uhd", "minicpm-v",
-    "ureader", "docowl-1.5", "internvl", "deepseek-vl2", "qwen2-vl", "idefics3", "smolvlm", "llava-mini", "navit",
-)
-_ordered = {name: _REGISTRY.pop(name) for name in ORDER}
-_ordered.update(_REGISTRY)  # anything registered later keeps its place after the known ones
-_REGISTRY.clear()
-_REGISTRY.update(_ordered)
+_SUPPORT = {"registry", "reference"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _SUPPORT and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "BudgetKnob", "ParamSpec", "StrategyInfo", "fit_budget", "image_size_of", "list_strategies", "plan",
-    "strategy_info",
+    "BudgetKnob", "ParamSpec", "PatchLayout", "PixelRecipe", "StrategyInfo", "fit_budget", "image_size_of",
+    "list_strategies", "plan", "register", "strategy_info", "unregister",
 ]

@@ -8,11 +8,17 @@ tile features become LLM tokens (unpadding, bilinear pooling, newlines, 2×2 spa
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, py_round, square_pad_content, squashed_view, whole
-from .registry import ParamSpec, StrategyInfo, register, subset_knob
+from .registry import ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
+from .reference import (
+    CLIP, CLIP_L_336, DEEPSEEK_VL2_MOE, MISTRAL_7B, QWEN2_7B, SIGLIP, SIGLIP_SO400M, VICUNA_7B, ReferenceModel,
+)
+
+_ONEVISION_PAD = tuple(int(m * 255) for m in SIGLIP[0])  # pad_to_square's int(255 · image_mean)
 
 LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 ONEVISION_PINPOINTS = [[i * 384, j * 384] for i in range(1, 7) for j in range(1, 7)]
@@ -165,6 +171,10 @@ register(StrategyInfo(
     planner=lambda w, h, p: _anyres_plan("llava-next", w, h, p, None),
     knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
+    pixels=PixelRecipe(CLIP),  # llava-hf/llava-v1.6-*-hf preprocessor_config
+    reference_model=ReferenceModel(CLIP_L_336, MISTRAL_7B),  # llava-hf/llava-v1.6-mistral-7b-hf
+    vectors=("llava_next_hf", "llava_next_original"),
+    order=40,
 ))
 
 register(StrategyInfo(
@@ -187,6 +197,14 @@ register(StrategyInfo(
     planner=lambda w, h, p: _anyres_plan("llava-onevision", w, h, p, p["max_features_tiles"]),
     knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
+    # llava-hf/llava-onevision-qwen2-*-ov-hf: image_mean/std 0.5 (SigLIP-so400m). multi_image is pad_to_square
+    # with int(255 · the processor's mean), then the resize: the same order as LLaVA-1.5 'pad'.
+    pixels=PixelRecipe(SIGLIP),
+    pixels_for=lambda base, plan: replace(base, pad_colour=_ONEVISION_PAD, pad_to_square_first=True)
+    if plan.params["multi_image"] else base,
+    reference_model=ReferenceModel(SIGLIP_SO400M, QWEN2_7B),  # llava-hf/llava-onevision-qwen2-7b-ov-hf
+    vectors=("llava_onevision_hf", "llava_onevision_original"),
+    order=50,
 ))
 
 
@@ -230,6 +248,9 @@ register(StrategyInfo(
     budget="grids: the grid set restricted to grids of at most k tiles",
     planner=_llava_hd_plan,
     knob=subset_knob("grids"),
+    pixels=PixelRecipe(CLIP),  # LLaVA-1.5's CLIP ViT-L/14-336
+    reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # LLaVA-1.5-HD (LLaVA-1.5 paper §3.3), 7B
+    order=30,
 ))
 
 
@@ -304,4 +325,9 @@ register(StrategyInfo(
     budget="candidate_tiles: the candidate canvases restricted to at most k tiles",
     planner=_deepseek_plan,
     knob=subset_knob("candidate_tiles"),
+    # processing_deepseek_vl_v2.py: image_mean/std 0.5; ImageOps.pad(color=int(255 * 0.5))
+    pixels=PixelRecipe(SIGLIP, pad_colour=(127, 127, 127)),
+    reference_model=ReferenceModel(SIGLIP_SO400M, DEEPSEEK_VL2_MOE),  # deepseek-ai/deepseek-vl2
+    vectors=("deepseek_vl2", "deepseek_vl2_multi_image"),
+    order=110,
 ))

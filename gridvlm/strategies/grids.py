@@ -8,12 +8,17 @@ in how the grid is chosen and where the global view goes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import struct
 from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, whole
-from .registry import BudgetKnob, ParamSpec, StrategyInfo, register, subset_knob
+from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
+from .reference import (
+    CLIP, CLIP_L_224, CLIP_L_336, IMAGENET, INTERNLM2_7B, INTERNVIT_300M, LLAMA3_8B, LLAMA_7B, SIGLIP,
+    SIGLIP_SO400M, SMOLLM2_1_7B, VICUNA_7B, ReferenceModel,
+)
 
 
 def resized_grid_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, tile: int, per_view: int,
@@ -98,15 +103,17 @@ def _shape_adaptive_plan(name: str, markers: bool):
     return planner
 
 
-for _name, _anchors, _tile, _tokens, _summary, _ref in (
+for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
     ("ureader", UREADER_ANCHORS, 224, 65,
      "UReader shape-adaptive cropping: the anchor grid (≤ 20 tiles of 224 px) that best matches shape, then "
      "size; image stretched onto it; squashed global view first; 65 tokens per view",
-     "Ye et al. 2023, UReader; X-PLUG/mPLUG-DocOwl UReader doc_processor.py anchor_rank, configs/sft/release.yaml"),
+     "Ye et al. 2023, UReader; X-PLUG/mPLUG-DocOwl UReader doc_processor.py anchor_rank, configs/sft/release.yaml",
+     ("ureader",), 80),
     ("docowl-1.5", DOCOWL_GRID_9, 448, 256,
      "DocOwl 1.5: shape-adaptive cropping over ≤ 9 tiles of 448 px, squashed global view first, H-Reducer to "
      "256 tokens per view, crop-position text markers",
-     "Hu et al. 2024, mPLUG-DocOwl 1.5; X-PLUG/mPLUG-DocOwl DocOwl1.5/mplug_docowl/processor.py"),
+     "Hu et al. 2024, mPLUG-DocOwl 1.5; X-PLUG/mPLUG-DocOwl DocOwl1.5/mplug_docowl/processor.py",
+     ("docowl15",), 90),
 ):
     register(StrategyInfo(
         name=_name,
@@ -122,6 +129,11 @@ for _name, _anchors, _tile, _tokens, _summary, _ref in (
         budget="anchors: the anchor list restricted to grids of at most k tiles",
         planner=_shape_adaptive_plan(_name, markers=_name == "docowl-1.5"),
         knob=subset_knob("anchors"),
+        pixels=PixelRecipe(CLIP),  # UReader doc_processor / DocOwl1.5 DocProcessor Normalize (CLIP ViT-L/14)
+        # UReader: mPLUG-Owl (ViT-L/14 + LLaMA-7B); DocOwl1.5: mPLUG-Owl2's ViT-L/14 + LLaMA-7B
+        reference_model=ReferenceModel(CLIP_L_224, LLAMA_7B),
+        vectors=_vectors,
+        order=_order,
     ))
 
 
@@ -179,6 +191,10 @@ register(StrategyInfo(
     planner=_internvl_plan,
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65), monotone=False),
     check=_check_internvl,
+    pixels=PixelRecipe(IMAGENET),  # InternVL build_transform IMAGENET_MEAN/STD; OpenGVLab/InternVL3-*-hf
+    reference_model=ReferenceModel(INTERNVIT_300M, INTERNLM2_7B),  # OpenGVLab/InternVL2_5-8B
+    vectors=("internvl_hf", "internvl_original", "internvl_hf_class"),
+    order=100,
 ))
 
 
@@ -232,13 +248,26 @@ def _idefics_plan(name: str):
     return planner
 
 
-for _name, _edge, _tile, _tokens, _summary in (
+# SigLIP mean/std 0.5 and Lanczos (Idefics3ImageProcessorPil; checkpoints carry "resample": 1). The global view
+# squashes the already-resized canvas, not the original.
+_IDEFICS_PIXELS = PixelRecipe(SIGLIP, resample="lanczos", thumbnail_from_canvas=True)
+
+
+def _idefics_pixels(base: PixelRecipe, plan: Plan) -> PixelRecipe:
+    """The reference resizes twice (longest edge first, then the tile-rounded size); the exact path does too."""
+    first, _ = idefics3_sizes(*plan.image_size, plan.params["longest_edge"], plan.params["tile_size"])
+    return replace(base, first_resize=first)
+
+
+for _name, _edge, _tile, _tokens, _summary, _reference_model, _vectors, _order in (
     ("idefics3", 1456, 364, 169,
      "Idefics3: longest edge resized to 1456 (up or down), rounded up to whole 364-px tiles, global view last; "
-     "169 tokens per view"),
+     "169 tokens per view",
+     ReferenceModel(SIGLIP_SO400M, LLAMA3_8B), ("idefics3",), 130),  # HuggingFaceM4/Idefics3-8B-Llama3
     ("smolvlm", 1536, 384, 81,
      "SmolVLM: Idefics3's splitting with 384-px tiles and longest edge 1536 (SmolVLM2-256M/500M: 2048/512/64); "
-     "81 tokens per view"),
+     "81 tokens per view",
+     ReferenceModel(SIGLIP_SO400M, SMOLLM2_1_7B), ("smolvlm_instruct", "smolvlm2_256m"), 140),  # SmolVLM-Instruct
 ):
     register(StrategyInfo(
         name=_name,
@@ -256,6 +285,11 @@ for _name, _edge, _tile, _tokens, _summary in (
         },
         budget="longest_edge, in whole tiles",
         planner=_idefics_plan(_name),
+        pixels=_IDEFICS_PIXELS,
+        pixels_for=_idefics_pixels,
+        reference_model=_reference_model,
+        vectors=_vectors,
+        order=_order,
         knob=BudgetKnob("longest_edge", "longest edge in tiles",
                         lambda p, n: [k * p["tile_size"] for k in range(1, MAX_IMAGE_SIZE // p["tile_size"] + 1)],
                         monotone=True),
@@ -327,6 +361,9 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_fixed_grid_plan,
+    pixels=PixelRecipe(CLIP),  # a teaching baseline on LLaVA's CLIP ViT-L/14-336 tiles
+    reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # a LLaVA-1.5-7B style model fed a fixed grid
+    order=20,
     # max_tiles acts through floor(√max_tiles) per side, so only perfect squares give different plans
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: [k * k for k in range(1, 33)], monotone=False),
     check=_check_fixed_grid,
@@ -367,6 +404,10 @@ register(StrategyInfo(
     },
     budget="compression_tokens, at most one per vision feature of a view",
     planner=_llava_mini_plan,
+    pixels=PixelRecipe(CLIP),  # ictnlp/LLaVA-Mini: CLIP ViT-L/14-336
+    # the paper's setting is LLaVA-1.5-7B-like; the released ICTNLP/llava-mini-llama-3.1-8b uses Llama-3.1-8B
+    reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),
+    order=150,
     knob=BudgetKnob("compression_tokens", "compressed tokens",
                     lambda p, n: range(1, min(n, (p["tile_size"] // p["patch_size"]) ** 2) + 1), monotone=True),
 ))

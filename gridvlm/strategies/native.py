@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, make_tile, square_pad_content, whole
-from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, register
+from .reference import CLIP, CLIP_L_336, QWEN2_7B, QWEN2_VL_VIT, SIGLIP, VICUNA_7B, VIT_B_16, ReferenceModel
 
 CLIP_MEAN_RGB = (122, 116, 104)  # round(255 · CLIP mean): LLaVA-1.5's pad colour
 
@@ -69,6 +71,12 @@ register(StrategyInfo(
     },
     budget="none: LLaVA-1.5 always uses (image_size / patch_size)² tokens",
     planner=_llava15_plan,
+    # 'pad' is expand2square: the square is padded first, then resized, so the edge blends with the pad colour
+    pixels=PixelRecipe(CLIP, pad_colour=CLIP_MEAN_RGB),
+    pixels_for=lambda base, plan: replace(base, pad_to_square_first=plan.params["mode"] == "pad"),
+    reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # liuhaotian/llava-v1.5-7b
+    vectors=("llava15_pad", "llava15_crop"),
+    order=10,
 ))
 
 
@@ -160,6 +168,13 @@ register(StrategyInfo(
     },
     budget="max_pixels = tokens · 28²",
     planner=_qwen_plan,
+    # Qwen2-VL / 2.5-VL preprocessor_config: OpenAI CLIP mean/std; the model takes flat merged patches
+    pixels=PixelRecipe(CLIP, patches=PatchLayout(14, 2)),
+    pixels_for=lambda base, plan: replace(base, patches=PatchLayout(plan.params["patch_size"],
+                                                                    plan.params["merge_size"])),
+    reference_model=ReferenceModel(QWEN2_VL_VIT, QWEN2_7B),  # Qwen/Qwen2-VL-7B-Instruct
+    vectors=("qwen2_vl_hf_checkpoint", "qwen2_vl_hf_classdefault", "qwen_vl_utils"),
+    order=120,
     knob=BudgetKnob("max_pixels", "pixel budget in 28×28 cells", _qwen_budget, monotone=True,
                     segments=_qwen_budget_runs),
     check=_check_qwen,
@@ -220,5 +235,9 @@ register(StrategyInfo(
     },
     budget="max_tokens: the image is shrunk until its patch grid fits",
     planner=_navit_plan,
+    pixels=PixelRecipe(SIGLIP),  # no reference (vit-pytorch takes raw tensors): big_vision's value_range(-1, 1)
+    reference_model=ReferenceModel(VIT_B_16, None),  # NaViT B/16: an encoder, no language model
+    vectors=("navit_p16", "navit_p32"),
+    order=160,
     knob=BudgetKnob("max_tokens", "patch budget", lambda p, n: range(1, n + 1), monotone=True),
 ))

@@ -1,4 +1,10 @@
-"""One dict of strategies, their parameter specs, and the two entry points ``plan`` and ``fit_budget``."""
+"""The strategy registry: what each strategy is (`StrategyInfo`), and the entry points ``plan`` and ``fit_budget``.
+
+A strategy module calls `register(StrategyInfo(...))` once per strategy with everything gridvlm knows about it:
+planner, parameters, budget knob, how its reference makes pixels (`PixelRecipe`), the reference model for the
+compute estimates, the public reference vectors that check it and its place in the listing. Every other part
+of gridvlm (pixels, metrics, figures, CLI, app, tests) reads those facts from `strategy_info(name)`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import PlanError
 from ..geometry import Plan
+from .reference import CLIP, Normalisation, ReferenceModel
 
 MAX_SIDE = 1_000_000  # px; any real image is smaller, and the integer maths stays exact far beyond it
 
@@ -75,41 +82,95 @@ def subset_knob(param: str, tiles_of: Callable[[list[int], dict[str, Any]], int]
     return BudgetKnob(param, f"{param} with at most k tiles", values)
 
 
+RESAMPLING_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")  # PIL's names
+
+
+@dataclass(frozen=True)
+class PatchLayout:
+    """A reference that flattens its view into patches (Qwen2-VL style): `(patches, 3·T·p·p)` rows, in
+    `merge_size × merge_size` blocks, the still image repeated over `temporal_patch_size` frames."""
+
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int = 2
+
+
+@dataclass(frozen=True)
+class PixelRecipe:
+    """How a strategy's reference makes the pixels of its views; `gridvlm.pixels` follows it for every plan.
+
+    The default is "resize each canvas or view once, then cut": the plan's geometry (boxes, canvas, content
+    boxes) says everything else. The flags name the references whose order of operations differs.
+    """
+
+    normalisation: Normalisation = CLIP  # the checkpoint's image_mean / image_std, not a class default
+    resample: str = "bicubic"  # PIL filter, one of RESAMPLING_FILTERS
+    pad_colour: tuple[int, int, int] = (0, 0, 0)  # RGB 0..255 that fills padding
+    pad_to_square_first: bool = False  # paste on a max(w, h) square of pad_colour, THEN resize (expand2square)
+    first_resize: tuple[int, int] | None = None  # (w, h) the whole image is resized to before the plan's resizes
+    thumbnail_from_canvas: bool = False  # the global view squashes the resized canvas, not the original
+    float_resize: bool = False  # exact path: crop, to float 0..1, torch bilinear antialiased interpolation
+    patches: PatchLayout | None = None  # model input is a flat patch sequence (see PatchLayout)
+
+    def __post_init__(self) -> None:
+        if self.resample not in RESAMPLING_FILTERS:
+            raise ValueError(f"resample must be one of {RESAMPLING_FILTERS}, got {self.resample!r}")
+
+
 @dataclass(frozen=True)
 class StrategyInfo:
+    """Everything gridvlm knows about one strategy. Only `name` … `planner` are required."""
+
     name: str
-    family: str
+    family: str  # the group it is listed under ("anyres", "native resolution", …)
     summary: str
-    reference: str
+    reference: str  # the paper and code whose arithmetic the planner reproduces
     params: dict[str, ParamSpec]
     budget: str  # what fit_budget moves, in words
     planner: Callable[[int, int, dict[str, Any]], Plan] = field(repr=False, compare=False)
     knob: BudgetKnob | None = field(default=None, repr=False, compare=False)
     check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+    pixels: PixelRecipe = PixelRecipe()
+    # When part of the recipe depends on the parameters or the image (a mode, a first resize):
+    # (pixels, plan) -> the recipe for that plan. The normalisation never varies: it is the encoder's.
+    pixels_for: Callable[[PixelRecipe, Plan], PixelRecipe] | None = field(default=None, repr=False, compare=False)
+    reference_model: ReferenceModel | None = None  # encoder + LLM shapes for the compute estimates; None = unknown
+    vectors: tuple[str, ...] = ()  # variant keys of the public reference vectors that check it; () = no runnable reference
+    order: float = 1000.0  # place in listings: lower first, then by name
 
     @property
     def defaults(self) -> dict[str, Any]:
         return {name: spec.default for name, spec in self.params.items()}
+
+    def pixel_recipe(self, plan: Plan) -> PixelRecipe:
+        """How the reference makes this plan's pixels."""
+        return self.pixels if self.pixels_for is None else self.pixels_for(self.pixels, plan)
 
 
 _REGISTRY: dict[str, StrategyInfo] = {}
 
 
 def register(info: StrategyInfo) -> StrategyInfo:
+    """Add a strategy; it is planned, listed, tested and shown in the app from then on."""
     if info.name in _REGISTRY:
         raise RuntimeError(f"strategy {info.name!r} registered twice")
     _REGISTRY[info.name] = info
     return info
 
 
+def unregister(name: str) -> None:
+    """Remove a strategy registered with `register` (for tests and plug-ins; the built-in ones stay)."""
+    _REGISTRY.pop(name, None)
+
+
 def list_strategies() -> list[str]:
-    """Registered strategy names, in registration order (stable)."""
-    return list(_REGISTRY)
+    """Registered strategy names in listing order: by `StrategyInfo.order`, then by name (stable)."""
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].order, name))
 
 
 def strategy_info(name: str) -> StrategyInfo:
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise PlanError(f"unknown strategy {name!r}; known strategies: {', '.join(_REGISTRY)}")
+        raise PlanError(f"unknown strategy {name!r}; known strategies: {', '.join(list_strategies())}")
     return _REGISTRY[name]
 
 

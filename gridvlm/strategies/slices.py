@@ -10,10 +10,12 @@ release has its own (`uhd_release_slicing`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ..geometry import Plan, make_tile, row_major_boxes, whole
-from .registry import BudgetKnob, ParamSpec, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .reference import CLIP, CLIP_L_336, QWEN2_7B, SIGLIP, SIGLIP_SO400M, VICUNA_13B, ReferenceModel
 
 
 def ensure_divide(length: float, divisor: int, floor: bool) -> int:
@@ -141,6 +143,10 @@ register(StrategyInfo(
     budget="max_slice_nums",
     planner=_minicpm_plan,
     knob=BudgetKnob("max_slice_nums", "most slices", lambda p, n: range(1, 65), monotone=False),
+    pixels=PixelRecipe(SIGLIP),  # MiniCPM-V 2.6 norm_mean/norm_std 0.5; transformers MiniCPMV4_6 IMAGENET_STANDARD
+    reference_model=ReferenceModel(SIGLIP_SO400M, QWEN2_7B),  # openbmb/MiniCPM-V-2_6
+    vectors=("minicpmv26", "minicpmv46_hf"),
+    order=70,
 ))
 
 
@@ -227,4 +233,12 @@ register(StrategyInfo(
     budget="max_slices",
     planner=_uhd_plan,
     knob=BudgetKnob("max_slices", "most slices", lambda p, n: range(1, 65), monotone=False),
+    # CLIP ViT-L/14-336 encoder (slice_logic.py itself leaves values in [0, 1]). The release crops each slice,
+    # then resizes it with torch's bilinear antialiased interpolation in float; PIL's bilinear (the algorithm
+    # torch's antialias mode was ported from) stands in for it on the fast path.
+    pixels=PixelRecipe(CLIP, resample="bilinear"),
+    pixels_for=lambda base, plan: replace(base, float_resize=plan.params["variant"] == "release"),
+    reference_model=ReferenceModel(CLIP_L_336, VICUNA_13B),  # LLaVA-UHD paper: CLIP-L/14 + Vicuna-13B
+    vectors=("llava_uhd_v1_release", "llava_uhd_v1_branch"),
+    order=60,
 ))

@@ -1,0 +1,98 @@
+"""What the reference checkpoints are made of: encoder normalisations, and transformer shapes for compute estimates.
+
+Shared data for the strategy modules (each strategy names its own normalisation and reference model when it
+registers). Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std), RGB, 0..1 units
+
+CLIP: Normalisation = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # OpenAI CLIP
+SIGLIP: Normalisation = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # also transformers' IMAGENET_STANDARD_*
+IMAGENET: Normalisation = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Shape of a transformer stack, enough for a FLOPs estimate."""
+
+    name: str
+    layers: int
+    hidden: int  # d_model
+    mlp: int  # MLP intermediate width (for a MoE: the width of the experts a token activates, summed)
+    gated: bool  # SwiGLU-style MLP with three matrices (LLaMA, Qwen, Mistral) instead of two (ViT)
+    patch: int = 0  # encoder patch side in pixels; 0 for a language model
+    source: str = ""  # where the numbers come from
+
+    def gflops(self, n: int) -> float:
+        """Estimated forward GFLOPs (1e9, multiply-add = 2 FLOPs) for one sequence of ``n`` tokens.
+
+        Per layer: ``2·n·(4·d² + k·d·mlp)`` for the projections (k = 3 for a gated MLP, 2 otherwise) plus
+        ``4·n²·d`` for the attention scores and the weighted sum. Ignores grouped-query attention (K/V projections
+        counted at full width), norms, embeddings and the LM head: an estimate, within a few per cent.
+        """
+        d = self.hidden
+        k = 3 if self.gated else 2
+        per_layer = 2 * n * (4 * d * d + k * d * self.mlp) + 4 * n * n * d
+        return self.layers * per_layer / 1e9
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """The checkpoint a strategy's defaults come from: its vision encoder and its language model."""
+
+    encoder: TransformerSpec
+    llm: TransformerSpec | None  # None: an encoder alone (NaViT)
+
+
+CLIP_L_336 = TransformerSpec(
+    "CLIP ViT-L/14-336", 24, 1024, 4096, False, patch=14,
+    source="openai/clip-vit-large-patch14-336 config.json (vision_config)",
+)
+CLIP_L_224 = TransformerSpec(
+    "CLIP ViT-L/14", 24, 1024, 4096, False, patch=14,
+    source="openai/clip-vit-large-patch14 config.json (vision_config); mPLUG-Owl's ViT-L/14 has the same shape",
+)
+SIGLIP_SO400M = TransformerSpec(
+    "SigLIP so400m/14", 27, 1152, 4304, False, patch=14,
+    source="google/siglip-so400m-patch14-384 config.json (vision_config)",
+)
+INTERNVIT_300M = TransformerSpec(
+    "InternViT-300M-448px", 24, 1024, 4096, False, patch=14,
+    source="OpenGVLab/InternViT-300M-448px config.json",
+)
+QWEN2_VL_VIT = TransformerSpec(
+    "Qwen2-VL ViT (675M)", 32, 1280, 5120, False, patch=14,
+    source="Qwen/Qwen2-VL-7B-Instruct config.json (vision_config: depth 32, embed_dim 1280, mlp_ratio 4)",
+)
+VIT_B_16 = TransformerSpec(
+    "ViT-B/16", 12, 768, 3072, False, patch=16,
+    source="NaViT paper (Dehghani et al. 2023) B/16 shape; google/vit-base-patch16-224 config.json",
+)
+
+VICUNA_7B = TransformerSpec(
+    "Vicuna-7B", 32, 4096, 11008, True, source="lmsys/vicuna-7b-v1.5 config.json (LLaMA-2-7B shape)",
+)
+VICUNA_13B = TransformerSpec(
+    "Vicuna-13B", 40, 5120, 13824, True, source="lmsys/vicuna-13b-v1.5 config.json (LLaMA-2-13B shape)",
+)
+MISTRAL_7B = TransformerSpec(
+    "Mistral-7B", 32, 4096, 14336, True, source="mistralai/Mistral-7B-Instruct-v0.2 config.json",
+)
+QWEN2_7B = TransformerSpec("Qwen2-7B", 28, 3584, 18944, True, source="Qwen/Qwen2-7B-Instruct config.json")
+INTERNLM2_7B = TransformerSpec(
+    "InternLM2.5-7B", 32, 4096, 14336, True, source="internlm/internlm2_5-7b-chat config.json (InternVL2.5-8B)",
+)
+LLAMA_7B = TransformerSpec("LLaMA-7B", 32, 4096, 11008, True, source="huggyllama/llama-7b config.json")
+LLAMA3_8B = TransformerSpec("Llama-3.1-8B", 32, 4096, 14336, True, source="meta-llama/Llama-3.1-8B config.json")
+SMOLLM2_1_7B = TransformerSpec(
+    "SmolLM2-1.7B", 24, 2048, 8192, True, source="HuggingFaceTB/SmolLM2-1.7B-Instruct config.json",
+)
+DEEPSEEK_VL2_MOE = TransformerSpec(
+    "DeepSeekMoE (DeepSeek-VL2, ~4.5B activated)", 30, 2560, 12288, True,
+    source="deepseek-ai/deepseek-vl2 language_config: approximated as a dense model with the activated MLP "
+    "(2 shared + 6 routed experts × 1536 = 12288); MLA attention counted as plain attention",
+)
