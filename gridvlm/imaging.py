@@ -186,6 +186,21 @@ def to_upright_rgb(image: Image.Image, orientation: int = 1) -> Image.Image:
 # ------------------------------------------------------------------------------------------- reading the source
 
 
+def as_pil_image(image: "Image.Image | np.ndarray") -> Image.Image:
+    """A PIL image as is, or a uint8 array ``(H, W, 3)``, ``(H, W, 4)`` or ``(H, W)`` as a PIL image (no copy of
+    a PIL image; other dtypes are clipped to 0..255)."""
+    if isinstance(image, Image.Image):
+        return image
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected a PIL image or an (H, W, 3) uint8 array, got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr)
+
+
 def _describe(source: object) -> str:
     """How error messages name the input."""
     if isinstance(source, (str, os.PathLike)):

@@ -271,28 +271,12 @@ def _span(a: float, b: float, limit: int) -> slice:
     return slice(i0, i1)
 
 
-def as_pil_image(image: Any):
-    """A PIL image as is, or a uint8 array ``(H, W, 3)``, ``(H, W, 4)`` or ``(H, W)`` as a PIL image (no copy of
-    a PIL image; other dtypes are clipped to 0..255)."""
-    import numpy as np
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected a PIL image or an (H, W, 3) uint8 array, got an array of shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    return Image.fromarray(arr)
-
-
 def _gray_preview(image: Any, max_side: int):
     """Grayscale float32 ``(h, w)`` copy of a PIL image or array, at most `max_side` px long."""
     import numpy as np
     from PIL import Image
+
+    from gridvlm.imaging import as_pil_image
 
     image = as_pil_image(image).convert("L")
     if max(image.size) > max_side:

@@ -7,7 +7,7 @@ sequence of at most ``max_seq_len`` tokens, and a block-diagonal mask keeps ever
 Pure: standard library only. ``attention_mask``, ``position_ids`` and ``image_ids`` return numpy arrays and import
 numpy when called; everything else (grouping, counts, costs, ``to_dict``) needs nothing outside the standard library.
 
-Two reference details that look like bugs but are reproduced on purpose (spec: strategies.md §10, pitfalls.md 20):
+Two reference details that look like bugs but are reproduced on purpose:
 
 * The reference needs sides divisible by ``p`` and asserts otherwise; gridvlm crops the remainder instead, so
   every size gets ``floor`` rounding (337×337 at p = 16 → 21×21 patches, 1×1 → 0 patches).
@@ -151,7 +151,7 @@ class Packing:
     """
 
     items: tuple[PackedItem, ...]  # one per input, in input order
-    sequences: list[list[tuple[int, int]]]  # per sequence: (item_index, counted tokens); api.md's list of lists
+    sequences: list[list[tuple[int, int]]]  # per sequence: (item_index, counted tokens)
     max_seq_len: int  # token budget per sequence
     patch_size: int  # pixels per patch side
     order: str = "given"  # one of ORDERS

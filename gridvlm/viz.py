@@ -19,7 +19,7 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from gridvlm.geometry import Box, Plan, Tile, area
-from gridvlm.metrics import as_pil_image
+from gridvlm.imaging import as_pil_image
 
 PALETTE = qualitative.Dark24 + qualitative.Light24
 PADDING_FILL = "rgba(120, 120, 120, 0.22)"

@@ -3,7 +3,7 @@
 Every ``*_geometry(width, height, ...)`` function calls transformers' size/count functions, processor methods
 and model methods directly and returns a plain dict; nothing here re-derives a formula that transformers
 computes itself (the only glue is orchestration and unit conversion). Image processors are constructed
-with explicit arguments (notes.md trap 2). Where a processor method must "resize" an image to reveal a size
+with explicit arguments (the class defaults are not the checkpoints'). Where a processor method must "resize" an image to reveal a size
 or a crop, it runs inside :func:`no_resampling`, which replaces only the final pixel-resampling call
 (``image_processing_backends.np_resize``) by a lazily-allocated zero array of the requested shape — every
 size decision stays transformers'. Tile boxes are read back from the memory offsets of the numpy views
@@ -126,7 +126,7 @@ LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1
 ONEVISION_PINPOINTS = [list(p) for p in LlavaOnevisionImageProcessorPil.image_grid_pinpoints]
 SIGLIP_MEAN = SIGLIP_STD = [0.5, 0.5, 0.5]
 
-# (longest_edge, tile_size, tokens_per_tile) of the preprocessor configs named in strategies.md section 9.
+# (longest_edge, tile_size, tokens_per_tile) of the preprocessor configs of the Idefics3 / SmolVLM checkpoints.
 IDEFICS3_PRESETS = {
     "idefics3": (1456, 364, 169),  # HuggingFaceM4/Idefics3-8B-Llama3
     "smolvlm": (1536, 384, 81),  # HuggingFaceTB/SmolVLM-Instruct, SmolVLM2-2.2B

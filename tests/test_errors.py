@@ -47,12 +47,12 @@ def test_bad_parameters(strategy, params, fragment):
         gridvlm.plan((1000, 800), strategy, **params)
 
 
-def test_strategy_info_describes_every_parameter():
-    for name in gridvlm.list_strategies():
-        info = gridvlm.strategy_info(name)
-        assert info.summary and info.reference and info.family
-        for spec in info.params.values():
-            assert spec.help
-            assert spec.default is None or isinstance(spec.default, spec.type)
-            assert spec.range is None or spec.kind in ("int", "float")
-        assert gridvlm.plan((640, 480), name, **info.defaults).params == info.defaults
+@pytest.mark.parametrize("name", gridvlm.list_strategies())
+def test_strategy_info_describes_every_parameter(name):
+    info = gridvlm.strategy_info(name)
+    assert info.summary and info.reference and info.family
+    for spec in info.params.values():
+        assert spec.help
+        assert spec.default is None or isinstance(spec.default, spec.type)
+        assert spec.range is None or spec.kind in ("int", "float")
+    assert gridvlm.plan((640, 480), name, **info.defaults).params == info.defaults

@@ -336,7 +336,6 @@ def test_internal_consistency_on_random_sizes():
 
 
 def test_spec_examples_outside_the_vectors():
-    # strategies.md section 8
     assert R.qwen2_vl_geometry(1920, 1080, max_pixels=R.QWEN2_VL_CLASS_DEFAULT_MAX_PIXELS)["resized_hw"] == (728, 1316)
     assert R.qwen2_vl_geometry(1920, 1080, max_pixels=R.QWEN2_VL_CLASS_DEFAULT_MAX_PIXELS)["token_count"] == 1222
     assert R.qwen2_vl_geometry(4032, 3024, max_pixels=R.QWEN2_VL_CLASS_DEFAULT_MAX_PIXELS)["token_count"] == 1230

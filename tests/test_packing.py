@@ -26,7 +26,7 @@ from gridvlm.packing import (
 # Reference vectors
 
 # From the shared spec's vectors-public.json, key "navit_packing" (sizes are (h, w) there; the file holds three
-# scenarios although strategies.md §10 speaks of five).
+# scenarios although the written specification speaks of five).
 NAVIT_PACKING = [
     {
         "sizes_hw": [[256, 256], [128, 128], [512, 256], [64, 256], [1024, 1024], [224, 160]],

@@ -1,6 +1,6 @@
 """pixel_values(..., exact=True) against transformers' PIL-backend image processors, run at test time.
 
-Each processor is built with the real checkpoint's settings (notes.md trap 2: the class defaults differ):
+Each processor is built with the real checkpoint's settings (transformers' class defaults differ from the checkpoints'):
 size / crop_size / pinpoints / resample / mean / std as in the llava-hf, Qwen, HuggingFaceM4 and OpenGVLab
 preprocessor configs. Images cover RGB, RGBA (alpha composited on white), palette and greyscale inputs.
 Equality is required to within 1/255 after de-normalising, with the same shape and view order.

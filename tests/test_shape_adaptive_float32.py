@@ -1,7 +1,7 @@
 """UReader/DocOwl score anchors with int64 boxes turned float32 by torch; gridvlm emulates that in pure Python.
 
 This test recomputes the score with real torch tensors (int64 boxes, float32 arithmetic, argmax first
-maximum), following strategies.md §5, and compares the chosen anchor on random sizes.
+maximum), following the reference code, and compares the chosen anchor on random sizes.
 """
 
 import random

@@ -33,7 +33,7 @@ class ParamSpec:
 
     @property
     def type(self) -> type:
-        """The Python type of a value (api.md's ParamSpec.type); "pairs" are lists of [a, b] lists."""
+        """The Python type of a value; "pairs" are lists of [a, b] lists."""
         return {"int": int, "float": float, "bool": bool, "str": str, "pairs": list}[self.kind]
 
     @property
