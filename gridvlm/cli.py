@@ -76,6 +76,21 @@ def compare_table(plans, refused) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(plans, refused) -> str:
+    """Every plan as a row of a Markdown table (the README's strategy table is this, for 1024×768)."""
+    from .strategies import strategy_info
+
+    lines = ["| strategy | family | grid | views | visual tokens | text tokens | budget knob |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for p in plans:
+        info = strategy_info(p.strategy)
+        knob = f"`{info.knob.param}`" if info.knob else "none"
+        lines.append(f"| `{p.strategy}` | {info.family} | {p.grid[0]}×{p.grid[1]} | {p.num_views} | {p.token_count} "
+                     f"| {p.text_tokens} | {knob} |")
+    lines += [f"| `{r.split(':', 1)[0]}` | refused: {r.split(':', 1)[1].strip()} | | | | | |" for r in refused]
+    return "\n".join(lines)
+
+
 def pack_table(packing) -> str:
     lines = [f"{len(packing.sequences)} sequence(s) of {packing.max_seq_len}, utilisation {packing.utilization:.1%}, "
              f"padding {packing.padding_tokens} tokens"]
@@ -98,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("image", help="image path, or a size as WxH")
     c.add_argument("--max-tokens", type=int, default=None, help="an equal token budget for every strategy")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--markdown", action="store_true", help="a Markdown table (the README's strategy table)")
     k = sub.add_parser("pack", help="NaViT packing of several images")
     k.add_argument("images", nargs="+", help="image paths, or sizes as WxH")
     k.add_argument("--max-seq-len", type=int, required=True)
@@ -123,6 +139,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             plans, refused = compare_rows(image_size_arg(args.image), args.max_tokens)
             if args.json:
                 print(json.dumps([p.to_dict() for p in plans], indent=2))
+            elif args.markdown:
+                print(markdown_table(plans, refused))
             else:
                 print(compare_table(plans, refused))
         else:
