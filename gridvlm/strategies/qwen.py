@@ -102,8 +102,9 @@ def window_boxes(w: int, h: int, rw: int, rh: int, p: dict[str, Any]) -> tuple[t
     if side <= 0:
         return ()
     sx, sy = w / rw, h / rh
-    xs = [(x, min(x + side, rw)) for x in range(0, rw, side)]
-    return tuple((x0 * sx, y * sy, x1 * sx, min(y + side, rh) * sy) for y in range(0, rh, side) for x0, x1 in xs)
+    xs = [(x * sx, min(x + side, rw) * sx) for x in range(0, rw, side)]
+    ys = [(y * sy, min(y + side, rh) * sy) for y in range(0, rh, side)]
+    return tuple((x0, y0, x1, y1) for y0, y1 in ys for x0, x1 in xs)
 
 
 def _planner(name: str):
