@@ -28,8 +28,6 @@ from .reference import (
 )
 from .registry import BudgetKnob, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, register
 
-SMALL_SIDES = ("none", "scale", "stretch")
-
 
 def prepare_sides(height: int, width: int, factor: int, small: str) -> tuple[int, int]:
     """The (H, W) the rounding starts from once a side below `factor` was enlarged (`small`, see the module)."""
