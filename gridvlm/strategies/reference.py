@@ -96,3 +96,46 @@ DEEPSEEK_VL2_MOE = TransformerSpec(
     source="deepseek-ai/deepseek-vl2 language_config: approximated as a dense model with the activated MLP "
     "(2 shared + 6 routed experts × 1536 = 12288); MLA attention counted as plain attention",
 )
+
+# Qwen family, Kimi-VL, Fuyu (appended with families-2)
+QWEN2_5_VL_VIT = TransformerSpec(
+    "Qwen2.5-VL ViT (window attention)", 32, 1280, 3420, True, patch=14,
+    source="Qwen/Qwen2.5-VL-7B-Instruct config.json (vision_config: depth 32, hidden_size 1280, intermediate_size "
+    "3420, SwiGLU); the 7B LLM (Qwen2.5-7B) has QWEN2_7B's shape",
+)
+QWEN3_VL_VIT = TransformerSpec(
+    "Qwen3-VL ViT", 27, 1152, 4304, False, patch=16,
+    source="transformers Qwen3VLVisionConfig defaults (depth 27, hidden_size 1152, intermediate_size 4304, patch 16)",
+)
+QWEN3_8B = TransformerSpec("Qwen3-8B", 36, 4096, 12288, True, source="Qwen/Qwen3-8B config.json (Qwen3-VL-8B's LLM)")
+GLM4V_VIT = TransformerSpec(
+    "GLM-4.1V ViT", 24, 1536, 13696, True, patch=14,
+    source="transformers Glm4vVisionConfig defaults (depth 24, hidden_size 1536, intermediate_size 13696, SiLU GLU)",
+)
+GLM4_9B = TransformerSpec(
+    "GLM-4-9B", 40, 4096, 13696, True, source="transformers Glm4vTextConfig defaults (GLM-4.1V-9B's LLM)",
+)
+PADDLEOCR_VL_VIT = TransformerSpec(
+    "PaddleOCR-VL ViT (SigLIP-style)", 27, 1152, 4304, False, patch=14,
+    source="transformers PaddleOCRVLConfig vision_config defaults (27 layers, hidden 1152, intermediate 4304)",
+)
+ERNIE_4_5_0_3B = TransformerSpec(
+    "ERNIE-4.5-0.3B", 18, 1024, 3072, True, source="transformers PaddleOCRVLConfig text_config defaults",
+)
+MOONVIT = TransformerSpec(
+    "MoonViT", 27, 1152, 4304, False, patch=14,
+    source="transformers models/kimi_k25/configuration_kimi_k25.py vision defaults (27 layers, hidden 1152, 4304)",
+)
+MOONLIGHT_A3B = TransformerSpec(
+    "Moonlight-16B-A3B (Kimi-VL's LLM, ~3B activated)", 27, 2048, 11264, True,
+    source="moonshotai/Kimi-VL-A3B-Instruct text_config as published (hidden 2048, 27 layers, 2 shared + 6 routed "
+    "experts × 1408 = 11264 activated): approximated as a dense model with the activated MLP; not re-checked here",
+)
+FUYU_PATCH_PROJECTION = TransformerSpec(
+    "Fuyu linear patch projection (no vision transformer)", 0, 4096, 0, False, patch=30,
+    source="transformers FuyuConfig: 30×30 patches go through one linear layer into the decoder; no encoder layers",
+)
+PERSIMMON_8B = TransformerSpec(
+    "Persimmon-8B (Fuyu-8B decoder)", 36, 4096, 16384, False,
+    source="transformers FuyuConfig text_config defaults (36 layers, hidden 4096, intermediate 16384, relu²)",
+)
