@@ -96,3 +96,13 @@ DEEPSEEK_VL2_MOE = TransformerSpec(
     source="deepseek-ai/deepseek-vl2 language_config: approximated as a dense model with the activated MLP "
     "(2 shared + 6 routed experts × 1536 = 12288); MLA attention counted as plain attention",
 )
+PHI4_MINI = TransformerSpec(
+    "Phi-4-mini (3.8B)", 32, 3072, 8192, True,
+    source="microsoft/Phi-4-multimodal-instruct text config (transformers Phi4MultimodalConfig defaults: "
+    "32 layers, hidden 3072, intermediate 8192)",
+)
+PHI35_MINI = TransformerSpec(
+    "Phi-3.5-mini (3.8B)", 32, 3072, 8192, True,
+    source="microsoft/Phi-3.5-vision-instruct config.json (Phi-3-mini shape: 32 layers, hidden 3072, "
+    "intermediate 8192)",
+)
