@@ -116,3 +116,13 @@ LFM2_1_2B = TransformerSpec(
     source="LiquidAI/LFM2-1.2B config.json (16 blocks: 10 short-conv + 6 attention, all counted as attention; "
     "hidden 2048; block_ff_dim 12288 auto-adjusted to 8192); not verified here",
 )
+MOLMO2_VIT = TransformerSpec(
+    "Molmo2 ViT (SigLIP2 so400m/14, 25 layers)", 25, 1152, 4304, False, patch=14,
+    source="transformers Molmo2VitConfig defaults for allenai/Molmo2-8B (hidden 1152, intermediate 4304, "
+    "25 layers, patch 14)",
+)
+QWEN3_8B = TransformerSpec(
+    "Qwen3-8B", 36, 4096, 12288, True,
+    source="transformers Molmo2TextConfig defaults for allenai/Molmo2-8B (Qwen3-8B shape: 36 layers, hidden 4096, "
+    "intermediate 12288)",
+)
