@@ -29,13 +29,18 @@ import torch
 from transformers.image_utils import PILImageResampling, SizeDict
 
 
+def _zeros(*shape):
+    """Zeros of `shape` that allocate one byte (a stride-0 view; only shapes are read)."""
+    return torch.zeros((1,) * len(shape), dtype=torch.uint8).expand(*shape)
+
+
 def _zeros_resize(image, size, *args, **kwargs):
-    return torch.zeros((*image.shape[:-2], int(size[0]), int(size[1])), dtype=torch.uint8)
+    return _zeros(*image.shape[:-2], int(size[0]), int(size[1]))
 
 
 def _pad(image, padding, fill=None, **kwargs):  # torchvision order: left, top, right, bottom
     left, top, right, bottom = padding
-    return torch.nn.functional.pad(image, (left, right, top, bottom))
+    return _zeros(*image.shape[:-2], image.shape[-2] + top + bottom, image.shape[-1] + left + right)
 
 
 @contextlib.contextmanager
@@ -65,7 +70,7 @@ def _module(name: str):
 
 
 def _zeros_of(image, size, *args, **kwargs):
-    return torch.zeros((*image.shape[:-2], size.height, size.width), dtype=torch.uint8)
+    return _zeros(*image.shape[:-2], size.height, size.width)
 
 
 def _stub_pixels(proc):
@@ -89,8 +94,7 @@ def _class_resize_stubbed():
 
 def _blank(height: int, width: int, batch: bool = False):
     """A (3, H, W) uint8 image that allocates one byte (only its shape is read)."""
-    x = torch.zeros((1, 1, 1), dtype=torch.uint8).expand(3, height, width)
-    return x[None] if batch else x
+    return _zeros(1, 3, height, width) if batch else _zeros(3, height, width)
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
