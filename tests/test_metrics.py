@@ -95,7 +95,12 @@ def test_every_strategy_has_a_reference_model(name):
 @pytest.mark.parametrize("name", gridvlm.list_strategies())
 @pytest.mark.parametrize("size", SIZES)
 def test_plan_metrics_are_finite_and_in_range(name, size):
-    m = plan_metrics(gridvlm.plan(size, name))
+    try:
+        plan = gridvlm.plan(size, name)
+    except gridvlm.PlanError as exc:  # the reference refuses this size (e.g. Phi-4-MM at 1×200): nothing to measure
+        assert str(exc)
+        return
+    m = plan_metrics(plan)
     json.dumps(m)
     numbers = {k: v for k, v in m.items() if not isinstance(v, str) and v is not None}
     assert all(math.isfinite(v) for v in numbers.values()), m

@@ -38,7 +38,11 @@ def _tile_traces(fig):
 @pytest.mark.parametrize("name", gridvlm.list_strategies())
 @pytest.mark.parametrize("size", SIZES)
 def test_plan_figure_has_one_rectangle_and_hover_per_tile(name, size):
-    plan = gridvlm.plan(size, name)
+    try:
+        plan = gridvlm.plan(size, name)
+    except gridvlm.PlanError as exc:  # the reference refuses this size (e.g. Phi-4-MM at 1×200): nothing to draw
+        assert str(exc)
+        return
     image = _image(size) if size[0] * size[1] < 2_000_000 else None
     fig = plan_figure(plan, image)
     assert isinstance(fig, go.Figure)

@@ -139,3 +139,28 @@ PERSIMMON_8B = TransformerSpec(
     "Persimmon-8B (Fuyu-8B decoder)", 36, 4096, 16384, False,
     source="transformers FuyuConfig text_config defaults (36 layers, hidden 4096, intermediate 16384, relu²)",
 )
+PHI4_MINI = TransformerSpec(
+    "Phi-4-mini (3.8B)", 32, 3072, 8192, True,
+    source="microsoft/Phi-4-multimodal-instruct text config (transformers Phi4MultimodalConfig defaults: "
+    "32 layers, hidden 3072, intermediate 8192)",
+)
+PHI35_MINI = TransformerSpec(
+    "Phi-3.5-mini (3.8B)", 32, 3072, 8192, True,
+    source="microsoft/Phi-3.5-vision-instruct config.json (Phi-3-mini shape: 32 layers, hidden 3072, "
+    "intermediate 8192)",
+)
+SIGLIP2_NAFLEX_400M = TransformerSpec(
+    "SigLIP2 so400m/16 NaFlex", 27, 1152, 4304, False, patch=16,
+    source="google/siglip2-so400m-patch16-naflex config.json (vision_config); LiquidAI/LFM2-VL-1.6B's encoder "
+    "(layer count as published for so400m, not verified against the LFM2-VL checkpoint)",
+)
+LFM2_1_2B = TransformerSpec(
+    "LFM2-1.2B", 16, 2048, 8192, True,
+    source="LiquidAI/LFM2-1.2B config.json (16 blocks: 10 short-conv + 6 attention, all counted as attention; "
+    "hidden 2048; block_ff_dim 12288 auto-adjusted to 8192); not verified here",
+)
+MOLMO2_VIT = TransformerSpec(
+    "Molmo2 ViT (SigLIP2 so400m/14, 25 layers)", 25, 1152, 4304, False, patch=14,
+    source="transformers Molmo2VitConfig defaults for allenai/Molmo2-8B (hidden 1152, intermediate 4304, "
+    "25 layers, patch 14)",
+)
