@@ -341,7 +341,8 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = src.resize(first, resample).resize(size, resample)
     elif crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
         cut = src.crop(tuple(int(round(v)) for v in _src_box(box, s)))
-        region = _resize(cut, size, resample, (0, 0, *cut.size), exact)
+        # an empty cut (Idefics2's zero-width quadrants of a 1-px wide image) resizes to zeros there
+        region = _resize(cut, size, resample, (0, 0, *cut.size), exact) if cut.size[0] and cut.size[1] else None
     else:
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:
