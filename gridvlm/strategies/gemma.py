@@ -120,7 +120,7 @@ register(StrategyInfo(
     planner=_gemma3_plan,
     knob=BudgetKnob("pan_and_scan_max_num_crops", "most Pan & Scan crops", _gemma3_knob_values),
     # Gemma3ImageProcessorPil: BILINEAR, IMAGENET_STANDARD mean/std (0.5) — the checkpoints' values too
-    pixels=PixelRecipe(SIGLIP, resample="bilinear"),
+    pixels=PixelRecipe(SIGLIP, resample="bilinear", crop_first=True),
     reference_model=ReferenceModel(SIGLIP_SO400M, GEMMA3_4B),  # google/gemma-3-4b-it (SigLIP so400m at 896)
     vectors=("gemma3", "gemma3_pan_and_scan"),
     order=300,

@@ -78,7 +78,7 @@ register(StrategyInfo(
     knob=BudgetKnob("do_image_splitting", "split into quadrants", lambda p, n: [False, True], monotone=True),
     # Idefics2ImageProcessorPil: BILINEAR, IMAGENET_STANDARD mean/std 0.5 (HuggingFaceM4/idefics2-8b likewise);
     # pixel_values there are zero-padded to the largest view, with a pixel_attention_mask
-    pixels=PixelRecipe(SIGLIP, resample="bilinear"),
+    pixels=PixelRecipe(SIGLIP, resample="bilinear", crop_first=True),
     reference_model=ReferenceModel(SIGLIP_SO400M, MISTRAL_7B),  # HuggingFaceM4/idefics2-8b
     vectors=("idefics2", "idefics2_split"),
     order=320,
