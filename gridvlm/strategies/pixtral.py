@@ -49,6 +49,13 @@ def _pixtral_planner(name: str):
         if nw == 0:
             notes.append(f"the {rw}-px wide view is narrower than one {cell}-px token: no [IMG] token, only the "
                          f"{nh} row markers")
+        if cell != p["resize_patch_size"]:
+            aw, ah = pixtral_size(w, h, p["longest_edge"], cell)
+            if (aw, ah) != (rw, rh):
+                notes.append(f"transformers' PixtralProcessor.__call__ passes patch_size·spatial_merge_size = {cell} "
+                             f"to the image processor, which then resizes to {aw}×{ah} ({(ah // cell) * (aw // cell)} "
+                             f"tokens), not the image processor's own {rw}×{rh} (resize_patch_size={cell} "
+                             "reproduces that path)")
         # [IMG_BREAK] after each token row but the last, which ends with [IMG_END]: nh marker tokens
         return single_view_plan(name, w, h, p, (rw, rh), (nh, nw), text_tokens=nh, notes=tuple(notes))
     return planner
