@@ -283,7 +283,7 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
         elif recipe.thumbnail_from_canvas and t.is_thumbnail and canvas is not None:
             out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
         else:
-            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact))
+            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact, recipe.crop_first))
     return out
 
 
@@ -323,8 +323,11 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[
 
 
 def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad, first: tuple[int, int] | None,
-                 exact: bool) -> np.ndarray:
-    """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it."""
+                 exact: bool, crop_first: bool = False) -> np.ndarray:
+    """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it.
+
+    `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants): the box is cut out first and the cut-out resized, so
+    the filter does not read the pixels just outside the box as a box-resize of the whole image would."""
     w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
     size = (cx1 - cx0, cy1 - cy0)
@@ -336,6 +339,10 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = src if size == src.size else src.crop(tuple(int(v) for v in box))
     elif first is not None:
         region = src.resize(first, resample).resize(size, resample)
+    elif crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
+        cut = src.crop(tuple(int(round(v)) for v in _src_box(box, s)))
+        # an empty cut (Idefics2's zero-width quadrants of a 1-px wide image) resizes to zeros there
+        region = _resize(cut, size, resample, (0, 0, *cut.size), exact) if cut.size[0] and cut.size[1] else None
     else:
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:

@@ -164,3 +164,34 @@ MOLMO2_VIT = TransformerSpec(
     source="transformers Molmo2VitConfig defaults for allenai/Molmo2-8B (hidden 1152, intermediate 4304, "
     "25 layers, patch 14)",
 )
+# --- gemma3 / gemma4 / paligemma / pixtral / mistral3 / idefics2 (fam-f3)
+GEMMA3_4B = TransformerSpec(
+    "Gemma-3-4B", 34, 2560, 10240, True, source="google/gemma-3-4b-it config.json (text_config)",
+)
+GEMMA4_VISION = TransformerSpec(
+    "Gemma 4 vision encoder", 16, 768, 3072, True, patch=16,
+    source="transformers 5.23 models/gemma4/configuration_gemma4.py Gemma4VisionConfig class defaults",
+)
+GEMMA4_TEXT = TransformerSpec(
+    "Gemma 4 text model", 30, 2304, 9216, True,
+    source="transformers 5.23 models/gemma4/configuration_gemma4.py Gemma4TextConfig class defaults",
+)
+GEMMA_2B = TransformerSpec(
+    "Gemma-2B", 18, 2048, 16384, True,
+    source="transformers 5.23 models/paligemma/configuration_paligemma.py default text_config (google/gemma-2b)",
+)
+PIXTRAL_VIT = TransformerSpec(
+    "Pixtral-ViT (400M)", 24, 1024, 4096, True, patch=16,
+    source="transformers 5.23 models/pixtral/configuration_pixtral.py class defaults (mistral-community/pixtral-12b)",
+)
+MISTRAL_NEMO_12B = TransformerSpec(
+    "Mistral-NeMo-12B", 40, 5120, 14336, True, source="mistralai/Mistral-Nemo-Instruct-2407 config.json",
+)
+MISTRAL3_VIT = TransformerSpec(
+    "Pixtral-ViT at 1540 px, patch 14", 24, 1024, 4096, True, patch=14,
+    source="transformers 5.23 models/mistral3/configuration_mistral3.py default vision_config",
+)
+MISTRAL_SMALL_24B = TransformerSpec(
+    "Mistral-Small-3.1-24B", 40, 5120, 32768, True,
+    source="mistralai/Mistral-Small-3.1-24B-Instruct-2503 config.json (text_config)",
+)
