@@ -96,3 +96,18 @@ DEEPSEEK_VL2_MOE = TransformerSpec(
     source="deepseek-ai/deepseek-vl2 language_config: approximated as a dense model with the activated MLP "
     "(2 shared + 6 routed experts × 1536 = 12288); MLA attention counted as plain attention",
 )
+AIMV2_HUGE_448 = TransformerSpec(
+    "AIMv2-Huge/14-448", 24, 1536, 4096, True, patch=14,
+    source="apple/aimv2-huge-patch14-448 config.json (hidden 1536, intermediate 4096, 24 layers, SwiGLU); "
+    "the visual backbone of AIDC-AI/Ovis2-8B",
+)
+SAM_VIT_B_16 = TransformerSpec(
+    "SAM ViT-B/16 (DeepEncoder)", 12, 768, 3072, False, patch=16,
+    source="deepseek-ai/DeepSeek-OCR deepencoder/sam_vary_sdpa.py build_sam_vit_b (embed 768, depth 12); "
+    "the CLIP-L stage that follows runs on 16× fewer tokens and is not counted",
+)
+DEEPSEEK_3B_MOE = TransformerSpec(
+    "DeepSeek3B-MoE (DeepSeek-OCR, ~570M activated)", 12, 1280, 7168, True,
+    source="deepseek-ai/DeepSeek-OCR config.json language_config: approximated as a dense model with the "
+    "activated MLP (2 shared + 6 routed experts × 896 = 7168)",
+)
