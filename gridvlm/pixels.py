@@ -6,7 +6,7 @@ the pixels are made, and each strategy states that in its `PixelRecipe` (`strate
 the resampling filter, the pad colour, the encoder's mean/std that `pixel_values` defaults to, and flags for the
 references whose order of operations is not "resize once, then cut" (`_square_pad_view`: pad to a square *then*
 resize; `_uhd_release_views`: crop, then torch bilinear antialiased interpolation in float; a first resize of the
-whole image; a global view squashed from the canvas; a flat patch layout).
+whole image; a global view squashed from the canvas; a flat patch layout; views cropped before resizing).
 
 Two paths share this code:
 
@@ -283,7 +283,7 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
         elif recipe.thumbnail_from_canvas and t.is_thumbnail and canvas is not None:
             out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
         else:
-            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact))
+            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact, recipe.crop_first))
     return out
 
 
@@ -323,7 +323,7 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[
 
 
 def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad, first: tuple[int, int] | None,
-                 exact: bool) -> np.ndarray:
+                 exact: bool, crop_first: bool = False) -> np.ndarray:
     """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it."""
     w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
@@ -336,6 +336,8 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = src if size == src.size else src.crop(tuple(int(v) for v in box))
     elif first is not None:
         region = src.resize(first, resample).resize(size, resample)
+    elif crop_first:  # the view's box cut out first: the filter sees no pixels beyond it
+        region = _resize(src.crop(tuple(int(round(v)) for v in _src_box(box, s))), size, resample, None, exact)
     else:
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:

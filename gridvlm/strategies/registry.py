@@ -111,6 +111,7 @@ class PixelRecipe:
     thumbnail_from_canvas: bool = False  # the global view squashes the resized canvas, not the original
     float_resize: bool = False  # exact path: crop, to float 0..1, torch bilinear antialiased interpolation
     patches: PatchLayout | None = None  # model input is a flat patch sequence (see PatchLayout)
+    crop_first: bool = False  # views made from the image: crop each view's box, THEN resize (Ovis2 original)
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLING_FILTERS:
