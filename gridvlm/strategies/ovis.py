@@ -145,8 +145,9 @@ register(StrategyInfo(
     planner=_ovis2_plan,
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(1, 37), monotone=False),
     # CLIP mean/std (Ovis2ImageProcessorPil and the original's CLIPImageProcessor), bicubic; the original pads
-    # with 0 after normalising, i.e. with the mean colour
-    pixels=PixelRecipe(CLIP, resample="bicubic", pad_colour=CLIP_MEAN_RGB),
+    # with 0 after normalising, i.e. with the mean colour, and crops each piece before resizing it (the
+    # transformers variant's views are the whole image or canvas cuts, which crop_first leaves alone)
+    pixels=PixelRecipe(CLIP, resample="bicubic", pad_colour=CLIP_MEAN_RGB, crop_first=True),
     # AIDC-AI/Ovis2-8B: aimv2-huge-patch14-448 + Qwen2.5-7B (the same shape as Qwen2-7B)
     reference_model=ReferenceModel(AIMV2_HUGE_448, QWEN2_7B),
     vectors=("ovis2_hf", "ovis2_original"),
