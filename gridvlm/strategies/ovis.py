@@ -33,7 +33,7 @@ from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import AIMV2_HUGE_448, CLIP, QWEN2_7B, ReferenceModel
 
 # round(255 · CLIP mean): the original pads with 0 after normalising, i.e. with the mean colour
-CLIP_MEAN_RGB = (123, 117, 104)
+NORMALISED_ZERO_RGB = (123, 117, 104)
 
 
 @lru_cache(maxsize=16)
@@ -147,7 +147,7 @@ register(StrategyInfo(
     # CLIP mean/std (Ovis2ImageProcessorPil and the original's CLIPImageProcessor), bicubic; the original pads
     # with 0 after normalising, i.e. with the mean colour, and crops each piece before resizing it (the
     # transformers variant's views are the whole image or canvas cuts, which crop_first leaves alone)
-    pixels=PixelRecipe(CLIP, resample="bicubic", pad_colour=CLIP_MEAN_RGB, crop_first=True),
+    pixels=PixelRecipe(CLIP, resample="bicubic", pad_colour=NORMALISED_ZERO_RGB, crop_first=True),
     # AIDC-AI/Ovis2-8B: aimv2-huge-patch14-448 + Qwen2.5-7B (the same shape as Qwen2-7B)
     reference_model=ReferenceModel(AIMV2_HUGE_448, QWEN2_7B),
     vectors=("ovis2_hf", "ovis2_original"),
