@@ -6,7 +6,7 @@ the pixels are made, and each strategy states that in its `PixelRecipe` (`strate
 the resampling filter, the pad colour, the encoder's mean/std that `pixel_values` defaults to, and flags for the
 references whose order of operations is not "resize once, then cut" (`_square_pad_view`: pad to a square *then*
 resize; `_uhd_release_views`: crop, then torch bilinear antialiased interpolation in float; a first resize of the
-whole image; a global view squashed from the canvas; a flat patch layout).
+whole image; a global view squashed from the canvas; a flat patch layout; views cropped before resizing).
 
 Two paths share this code:
 
@@ -326,7 +326,7 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
                  exact: bool, crop_first: bool = False) -> np.ndarray:
     """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it.
 
-    `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants): the box is cut out first and the cut-out resized, so
+    `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants, Ovis2 original): the box is cut out first and the cut-out resized, so
     the filter does not read the pixels just outside the box as a box-resize of the whole image would."""
     w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)

@@ -195,3 +195,18 @@ MISTRAL_SMALL_24B = TransformerSpec(
     "Mistral-Small-3.1-24B", 40, 5120, 32768, True,
     source="mistralai/Mistral-Small-3.1-24B-Instruct-2503 config.json (text_config)",
 )
+AIMV2_HUGE_448 = TransformerSpec(
+    "AIMv2-Huge/14-448", 24, 1536, 4096, True, patch=14,
+    source="apple/aimv2-huge-patch14-448 config.json (hidden 1536, intermediate 4096, 24 layers, SwiGLU); "
+    "the visual backbone of AIDC-AI/Ovis2-8B",
+)
+SAM_VIT_B_16 = TransformerSpec(
+    "SAM ViT-B/16 (DeepEncoder)", 12, 768, 3072, False, patch=16,
+    source="deepseek-ai/DeepSeek-OCR deepencoder/sam_vary_sdpa.py build_sam_vit_b (embed 768, depth 12); "
+    "the CLIP-L stage that follows runs on 16× fewer tokens and is not counted",
+)
+DEEPSEEK_3B_MOE = TransformerSpec(
+    "DeepSeek3B-MoE (DeepSeek-OCR, ~570M activated)", 12, 1280, 7168, True,
+    source="deepseek-ai/DeepSeek-OCR config.json language_config: approximated as a dense model with the "
+    "activated MLP (2 shared + 6 routed experts × 896 = 7168)",
+)

@@ -111,7 +111,7 @@ class PixelRecipe:
     thumbnail_from_canvas: bool = False  # the global view squashes the resized canvas, not the original
     float_resize: bool = False  # exact path: crop, to float 0..1, torch bilinear antialiased interpolation
     patches: PatchLayout | None = None  # model input is a flat patch sequence (see PatchLayout)
-    crop_first: bool = False  # a view is cropped out of the image, THEN resized: the filter sees nothing outside it
+    crop_first: bool = False  # views are cropped out of the image, THEN resized: the filter sees nothing outside
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLING_FILTERS:
