@@ -326,8 +326,9 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
                  exact: bool, crop_first: bool = False) -> np.ndarray:
     """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it.
 
-    `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants, Ovis2 original): the box is cut out first and the cut-out resized, so
-    the filter does not read the pixels just outside the box as a box-resize of the whole image would."""
+    `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants, Ovis2 original): the box is cut out first and the
+    cut-out resized, so the filter does not read the pixels just outside the box as a box-resize of the whole
+    image would."""
     w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
     size = (cx1 - cx0, cy1 - cy0)
