@@ -20,12 +20,13 @@ from typing import Any
 
 import gradio as gr
 
-import app_chat
 import gridvlm
-from gridvlm import metrics, pixels, ui, viz
-from app_errors import for_people
+from gridvlm import metrics, pixels, viz
+from gridvlm.app import chat_tab as app_chat
+from gridvlm.app import display as ui
+from gridvlm.app.errors import for_people
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "gridvlm" / "app" / "assets"
 EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
 DEFAULT_IMAGE = ASSETS / "landscape_photo.jpg"
 DEFAULT_STRATEGY = "llava-next"

@@ -30,9 +30,9 @@ import gradio as gr  # noqa: E402
 
 import app  # noqa: E402
 import gridvlm  # noqa: E402
-from gridvlm import ui  # noqa: E402
+from gridvlm.app import display as ui  # noqa: E402
 
-PHOTO = ROOT / "assets" / "landscape_photo.jpg"  # 4032×3024 JPEG
+PHOTO = ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"  # 4032×3024 JPEG
 SWITCHES = ["internvl", "llava-next", "qwen2-vl", "idefics3", "llava-onevision"]
 GOALS_MS = {"upload": 500, "switch": 150}
 

@@ -15,7 +15,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 import app  # noqa: E402
 import gridvlm  # noqa: E402
-from gridvlm import ui  # noqa: E402
+from gridvlm.app import display as ui  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fit_budget, plan, strategy_info
-from .errors import ImageError, PlanError
-from .geometry import Plan
+from .. import fit_budget, plan, strategy_info
+from ..errors import ImageError, PlanError
+from ..geometry import Plan
 
 PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on the full-resolution image
 
@@ -42,8 +42,8 @@ class Workspace:
 
 def open_workspace(path: str) -> Workspace:
     """Decode the file at `path` safely; ImageError says what is wrong with it."""
-    from .imaging import load_image
-    from .viz import preview
+    from ..imaging import load_image
+    from ..viz import preview
 
     with named_in_errors(path):
         image = load_image(path)
@@ -212,8 +212,8 @@ class Comparison:
 
 def compare(ws: Workspace, names: list[str], max_tokens: int | None) -> Comparison:
     """Every strategy in `names` on the user's image (at one token budget when given)."""
-    from .cli import compare_rows
-    from .metrics import plan_metrics, seam_energy
+    from ..cli import compare_rows
+    from ..metrics import plan_metrics, seam_energy
 
     found, refused = compare_rows(ws.size, max_tokens)
     plans = {p.strategy: p for p in found if p.strategy in names}
@@ -263,8 +263,8 @@ def pack_vs_tile(paths: list[str], max_seq_len: int, patch_size: int, per_image:
                  tiling: str) -> PackVsTile:
     """NaViT packing of the images (each shrunk to at most `per_image` patches) next to `tiling`'s plans of them,
     one padded row per image. Only the files' headers are read."""
-    from .imaging import image_size
-    from .packing import pack, padded_batch_stats
+    from ..imaging import image_size
+    from ..packing import pack, padded_batch_stats
 
     sizes = []
     for path in paths:
