@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gridvlm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = ROOT / "assets" / "landscape_photo.jpg"
+IMAGE = ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"
 RESULTS = Path(__file__).parent / "results" / "chat.json"
 TTFT_GOAL = 1.1  # plan-mode TTFT at most this multiple of native
 

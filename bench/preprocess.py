@@ -3,7 +3,7 @@
     python bench/preprocess.py [--repeats N] [--out bench/results/preprocess.json]
 
 Every row starts from the same JPEG bytes in memory (photo-like synthetic images at quality 90, or
-assets/landscape_photo.jpg for 4032×3024) and ends with what the model takes:
+gridvlm/app/assets/landscape_photo.jpg for 4032×3024) and ends with what the model takes:
 - LLaVA-NeXT: `pixel_values` (views, 3, 336, 336), CLIP-normalised;
 - Qwen2-VL: the patchified `(patches, 1176)` layout and `image_grid_thw` (gridvlm: `qwen_pixel_values`), with the
   checkpoints' pixel bounds (min 3136, max 12,845,056).
@@ -35,7 +35,7 @@ from gridvlm.strategies.reference import CLIP  # noqa: E402
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS  # noqa: E402
 
 SIZES = [(1024, 768), (1920, 1080), (4032, 3024), (800, 4000)]
-ASSET = ROOT / "assets" / "landscape_photo.jpg"
+ASSET = ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"
 
 
 def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -60,7 +60,7 @@ def jpeg_bytes(width: int, height: int) -> tuple[bytes, str]:
     if (width, height) == (4032, 3024) and ASSET.exists():
         with Image.open(ASSET) as im:
             if im.size == (width, height):
-                return ASSET.read_bytes(), "assets/landscape_photo.jpg"
+                return ASSET.read_bytes(), "gridvlm/app/assets/landscape_photo.jpg"
     buf = io.BytesIO()
     photo_like(width, height).save(buf, "JPEG", quality=90)
     return buf.getvalue(), "synthetic photo-like, JPEG q90"

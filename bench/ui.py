@@ -28,11 +28,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-import app  # noqa: E402
 import gridvlm  # noqa: E402
-from gridvlm import ui  # noqa: E402
+from gridvlm.app import compare_tab, pack_tab, slice_tab  # noqa: E402
+from gridvlm.app import display as ui  # noqa: E402
 
-PHOTO = ROOT / "assets" / "landscape_photo.jpg"  # 4032×3024 JPEG
+PHOTO = ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"  # 4032×3024 JPEG
 SWITCHES = ["internvl", "llava-next", "qwen2-vl", "idefics3", "llava-onevision"]
 GOALS_MS = {"upload": 500, "switch": 150}
 
@@ -64,10 +64,10 @@ def main() -> None:
         rows.append({"step": step, "strategy": strategy, "ms": round(ms, 1), "goal": goal})
 
     params = ui.params_text("llava-next")
-    app.upload(str(PHOTO), "llava-next", True, 2048, params)  # warm-up: imports, first JPEG decode
-    first_ms, out = median_ms(lambda: app.upload(str(PHOTO), "llava-next", True, 2048, params), n)
+    slice_tab.upload(str(PHOTO), "llava-next", True, 2048, params)  # warm-up: imports, first JPEG decode
+    first_ms, out = median_ms(lambda: slice_tab.upload(str(PHOTO), "llava-next", True, 2048, params), n)
     ws, figure, *_, p = out
-    views_ms, gallery = median_ms(lambda: app.show_views(ws, p), n)
+    views_ms, gallery = median_ms(lambda: slice_tab.show_views(ws, p), n)
     post_ms, _ = median_ms(lambda: gradio_postprocess(figure, gallery), n)
     add("upload -> overlay, numbers (event 1)", "llava-next", first_ms)
     add("upload -> views gallery (event 2)", "llava-next", views_ms)
@@ -89,17 +89,17 @@ def main() -> None:
         add(part, "llava-next", median_ms(fn, n)[0])
 
     for name in SWITCHES:
-        first_ms, out = median_ms(lambda: app.choose_strategy(ws, name, True, 2048), n)
+        first_ms, out = median_ms(lambda: slice_tab.choose_strategy(ws, name, True, 2048), n)
         figure, p = out[3], out[-1]
-        views_ms, gallery = median_ms(lambda: app.show_views(ws, p), n)
+        views_ms, gallery = median_ms(lambda: slice_tab.show_views(ws, p), n)
         post_ms, _ = median_ms(lambda: gradio_postprocess(figure, gallery), n)
         add("switch -> overlay, numbers (event 1)", name, first_ms, f"<= {GOALS_MS['switch']}")
         add("  part: viz.plan_figure", name, median_ms(lambda: viz.plan_figure(p, image=ws.preview), n)[0])
         add("switch -> all Slice outputs", name, first_ms + views_ms + post_ms)
 
-    compare_ms, _ = median_ms(lambda: app.compare(ws, gridvlm.list_strategies(), False, 2048), max(1, n // 2))
+    compare_ms, _ = median_ms(lambda: compare_tab.compare(ws, gridvlm.list_strategies(), False, 2048), max(1, n // 2))
     add("Compare tab, all strategies", "all", compare_ms)
-    pack_ms, _ = median_ms(lambda: app.pack_images(None, 4096, 16, 1024, "given", "llava-next"), n)
+    pack_ms, _ = median_ms(lambda: pack_tab.pack_images(None, 4096, 16, 1024, "given", "llava-next"), n)
     add("Pack tab, the 6 examples", "llava-next", pack_ms)
 
     load = os.getloadavg()[0]

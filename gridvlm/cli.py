@@ -1,4 +1,4 @@
-"""python -m gridvlm plan|compare|pack — the planning API on the command line.
+"""gridvlm plan|compare|pack|app (or python -m gridvlm ...) — the planning API on the command line.
 
 Bad input prints one line on stderr and exits with status 2; there is never a traceback.
 """
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from . import fit_budget, list_strategies, plan
 from .errors import GridVLMError, PlanError
+from .extras import MissingExtra
 from .strategies import image_size_of
 
 _SIZE = re.compile(r"^(\d+)[x×](\d+)$")
@@ -101,7 +102,7 @@ def pack_table(packing) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gridvlm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gridvlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="how one strategy slices an image")
     p.add_argument("image", help="image path, or a size as WxH")
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--patch-size", type=int, default=16)
     k.add_argument("--order", default="given", choices=("given", "first-fit-decreasing"))
     k.add_argument("--json", action="store_true")
+    sub.add_parser("app", help="serve the Gradio app (pip install 'gridvlm[app]'; GRADIO_SERVER_NAME/PORT)")
     return parser
 
 
@@ -143,13 +145,17 @@ def run(argv: Sequence[str] | None = None) -> int:
                 print(markdown_table(plans, refused))
             else:
                 print(compare_table(plans, refused))
+        elif args.command == "app":
+            from .app import launch
+
+            launch()
         else:
             from .packing import pack
 
             packing = pack([image_size_arg(i) for i in args.images], args.max_seq_len, patch_size=args.patch_size,
                            order=args.order)
             print(json.dumps(packing.to_dict(), indent=2) if args.json else pack_table(packing))
-    except GridVLMError as exc:
+    except (GridVLMError, MissingExtra) as exc:  # bad input, or `app` without gridvlm[app]
         print(f"gridvlm: {exc}", file=sys.stderr)
         return 2
     return 0

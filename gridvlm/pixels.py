@@ -448,6 +448,6 @@ def _as_tensor(array: np.ndarray) -> "torch.Tensor":
 
 
 def _torch():
-    import torch
+    from .extras import require
 
-    return torch
+    return require("torch", "models", what="gridvlm.pixel_values")

@@ -14,6 +14,9 @@ import io
 import math
 from typing import Any, Mapping, Sequence
 
+from gridvlm.extras import require
+
+require("plotly", "app", what="gridvlm.viz")
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots

@@ -31,7 +31,7 @@ from playwright import sync_api  # noqa: E402  (requirements-dev.txt installs it
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-PORTRAIT = ROOT / "assets" / "portrait_photo.jpg"  # 1200×1600
+PORTRAIT = ROOT / "gridvlm" / "app" / "assets" / "portrait_photo.jpg"  # 1200×1600
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 START_TIMEOUT_S = 60
@@ -122,7 +122,7 @@ def _plotly_traces(page, selector: str) -> int:
 
 def test_slice_compare_pack_and_a_bad_upload(page, tmp_path):
     # 1. The page opens on the default example, planned with llava-next.
-    default = gridvlm.plan(gridvlm.image_size(ROOT / "assets" / "landscape_photo.jpg"), "llava-next")
+    default = gridvlm.plan(gridvlm.image_size(ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"), "llava-next")
     _expect_text(page, "#slice-summary", f"{default.token_count} tokens")
     _shot(page, "01-loaded")
 

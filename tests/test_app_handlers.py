@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 gr = pytest.importorskip("gradio")
-import app  # noqa: E402
 import gridvlm  # noqa: E402
-from gridvlm import ui  # noqa: E402
+from gridvlm.app import compare_tab, pack_tab, slice_tab  # noqa: E402
+from gridvlm.app import display as ui  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _error_message(excinfo) -> str:
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_every_strategy_through_the_slice_handlers(ws, name):
-    about, params_json, params_doc, fig, headline, breakdown, rows, notes, json_path, p = app.choose_strategy(
+    about, params_json, params_doc, fig, headline, breakdown, rows, notes, json_path, p = slice_tab.choose_strategy(
         ws, name, True, 2048)
     expected = gridvlm.plan(ws.size, name)
     assert p == expected
@@ -84,7 +84,7 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
         assert f"`{key}`" in params_doc
     assert sum(sum(t.x) for t in breakdown.data) == expected.token_count + expected.text_tokens
 
-    gallery = app.show_views(ws, p)
+    gallery = slice_tab.show_views(ws, p)
     assert len(gallery) == expected.num_views
     assert [image.size for image, _ in gallery] == [tuple(v.input_size) for v in expected.views]
     assert [caption for _, caption in gallery] == ui.view_captions(expected)
@@ -93,7 +93,7 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
 def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
     path = tmp_path / "big.jpg"
     _photo_like((2400, 1600)).save(path, quality=90)
-    ws, fig, headline, *_, p = app.upload(str(path), "llava-next", True, 2048, ui.params_text("llava-next"))
+    ws, fig, headline, *_, p = slice_tab.upload(str(path), "llava-next", True, 2048, ui.params_text("llava-next"))
     assert ws.size == (2400, 1600)
     assert max(ws.preview.size) <= ui.PREVIEW_SIDE
     assert p == gridvlm.plan((2400, 1600), "llava-next")
@@ -104,11 +104,11 @@ def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
 
 
 def test_clearing_the_upload_keeps_what_is_shown():
-    assert app.upload(None, "llava-next", True, 2048, "{}") == gr.skip()
+    assert slice_tab.upload(None, "llava-next", True, 2048, "{}") == gr.skip()
 
 
 def test_budget_slider_fits_the_plan_and_leaves_the_defaults(ws):
-    use_defaults, fig, headline, *_, p = app.set_budget(ws, "internvl", 1000, ui.params_text("internvl"))
+    use_defaults, fig, headline, *_, p = slice_tab.set_budget(ws, "internvl", 1000, ui.params_text("internvl"))
     assert use_defaults is False
     assert p == gridvlm.fit_budget(ws.size, "internvl", 1000)
     assert p.token_count <= 1000 < gridvlm.plan(ws.size, "internvl").token_count
@@ -119,18 +119,18 @@ def test_a_budget_no_setting_meets_is_a_readable_error(ws):
     with pytest.raises(gridvlm.PlanError) as expected:
         gridvlm.fit_budget(ws.size, "llava-next", 10)
     with pytest.raises(gr.Error) as shown:
-        app.set_budget(ws, "llava-next", 10, ui.params_text("llava-next"))
+        slice_tab.set_budget(ws, "llava-next", 10, ui.params_text("llava-next"))
     assert _error_message(shown) == str(expected.value)
 
 
 def test_changed_parameters_are_applied(ws):
-    *_, p = app.update_plan(ws, "internvl", True, 2048, '{"max_tiles": 4, "thumbnail": false}')
+    *_, p = slice_tab.update_plan(ws, "internvl", True, 2048, '{"max_tiles": 4, "thumbnail": false}')
     assert p == gridvlm.plan(ws.size, "internvl", max_tiles=4, thumbnail=False)
 
 
 def test_parameters_with_a_budget_leave_the_knob_to_fit_budget(ws):
     # The defaults box still holds max_tiles; only changed values are passed, so fit_budget may move it.
-    *_, p = app.update_plan(ws, "internvl", False, 800, ui.params_text("internvl").replace("true", "false"))
+    *_, p = slice_tab.update_plan(ws, "internvl", False, 800, ui.params_text("internvl").replace("true", "false"))
     assert p == gridvlm.fit_budget(ws.size, "internvl", 800, thumbnail=False)
 
 
@@ -139,21 +139,21 @@ def test_a_bad_parameter_shows_the_plan_error(ws, params):
     with pytest.raises(gridvlm.PlanError) as expected:
         gridvlm.plan(ws.size, "internvl", **json.loads(params))
     with pytest.raises(gr.Error) as shown:
-        app.update_plan(ws, "internvl", True, 2048, params)
+        slice_tab.update_plan(ws, "internvl", True, 2048, params)
     assert _error_message(shown) == str(expected.value)
 
 
 @pytest.mark.parametrize("params", ['{"max_tiles": 4', "[4]"])
 def test_parameters_that_are_not_a_json_object_are_a_readable_error(ws, params):
     with pytest.raises(gr.Error, match="JSON"):
-        app.update_plan(ws, "internvl", True, 2048, params)
+        slice_tab.update_plan(ws, "internvl", True, 2048, params)
 
 
 def test_a_non_image_upload_is_a_readable_error(tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an image\n")
     with pytest.raises(gr.Error) as shown:
-        app.upload(str(fake), "llava-next", True, 2048, "{}")
+        slice_tab.upload(str(fake), "llava-next", True, 2048, "{}")
     message = _error_message(shown)
     assert "notes.png" in message and "not an image" in message
     assert str(tmp_path) not in message  # the server's temp path means nothing to the person uploading
@@ -164,20 +164,20 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     Image.new("1", (9000, 8000)).save(bomb)  # 72 MP of zeros: a few kB on disk
     assert bomb.stat().st_size < 100_000
     with pytest.raises(gr.Error, match="decompression bomb"):
-        app.upload(str(bomb), "llava-next", True, 2048, "{}")
+        slice_tab.upload(str(bomb), "llava-next", True, 2048, "{}")
 
 
 def test_handlers_without_an_image_say_so():
     with pytest.raises(gr.Error, match="no image"):
-        app.update_plan(None, "llava-next", True, 2048, "{}")
+        slice_tab.update_plan(None, "llava-next", True, 2048, "{}")
     with pytest.raises(gr.Error, match="no image"):
-        app.compare(None, STRATEGIES, False, 2048)
-    assert app.show_views(None, None) == []
+        compare_tab.compare(None, STRATEGIES, False, 2048)
+    assert slice_tab.show_views(None, None) == []
 
 
 def test_export_writes_html_and_png_or_says_why(ws):
     p = gridvlm.plan(ws.size, "llava-next")
-    files = app.export_figure(ws, p)
+    files = slice_tab.export_figure(ws, p)
     assert files[0].endswith(".html") and "plotly" in Path(files[0]).read_text()
     if len(files) == 2:  # kaleido found a browser
         assert Image.open(files[1]).format == "PNG"
@@ -188,7 +188,7 @@ def test_export_writes_html_and_png_or_says_why(ws):
 
 
 def test_compare_every_strategy(ws):
-    fig, table, scatter, refused = app.compare(ws, STRATEGIES, False, 2048)
+    fig, table, scatter, refused = compare_tab.compare(ws, STRATEGIES, False, 2048)
     assert [row[0] for row in table] == STRATEGIES
     assert refused == ""
     headers = list(ui.COMPARE_COLUMNS)
@@ -202,7 +202,7 @@ def test_compare_every_strategy(ws):
 
 def test_compare_with_a_budget_lists_who_cannot_meet_it(ws):
     chosen = ["llava-next", "internvl", "qwen2-vl", "llava-1.5"]
-    fig, table, scatter, refused = app.compare(ws, chosen, True, 300)
+    fig, table, scatter, refused = compare_tab.compare(ws, chosen, True, 300)
     shown = {row[0]: row for row in table}
     tokens = list(ui.COMPARE_COLUMNS).index("tokens")
     for name in chosen:
@@ -217,7 +217,7 @@ def test_compare_with_a_budget_lists_who_cannot_meet_it(ws):
 
 def test_compare_needs_a_strategy(ws):
     with pytest.raises(gr.Error, match="at least one"):
-        app.compare(ws, [], False, 2048)
+        compare_tab.compare(ws, [], False, 2048)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,9 +227,9 @@ def test_compare_needs_a_strategy(ws):
 def test_pack_the_examples_against_a_padded_tiling_batch():
     from gridvlm.packing import padded_batch_stats
 
-    packing, bars, seq_choices, mask, table, versus, summary = app.pack_images(None, 4096, 16, 1024, "given",
+    packing, bars, seq_choices, mask, table, versus, summary = pack_tab.pack_images(None, 4096, 16, 1024, "given",
                                                                                 "llava-next")
-    sizes = [gridvlm.image_size(p) for p in app.EXAMPLES]
+    sizes = [gridvlm.image_size(p) for p in ui.EXAMPLES]
     navit = [gridvlm.plan(s, "navit", patch_size=16, max_tokens=1024) for s in sizes]
     assert [item.tokens for item in packing.items] == [p.token_count for p in navit]
     assert sum(packing.lengths) == sum(p.token_count for p in navit)
@@ -244,14 +244,14 @@ def test_pack_the_examples_against_a_padded_tiling_batch():
                                                     round(tiled.utilization, 4), tiled.attention_cost]
     assert [value for _, value in seq_choices["choices"]] == list(range(len(packing.sequences)))
     assert mask.data[0].type == "heatmap"
-    for path in app.EXAMPLES:
+    for path in ui.EXAMPLES:
         assert path.name in summary
-    last = app.show_mask(packing, len(packing.sequences) - 1)
+    last = pack_tab.show_mask(packing, len(packing.sequences) - 1)
     assert last.data[0].type == "heatmap"
 
 
 def test_pack_uploads_with_another_order(image_path):
-    packing, *_ = app.pack_images([image_path, image_path, image_path], 1500, 32, 1024, "first-fit-decreasing",
+    packing, *_ = pack_tab.pack_images([image_path, image_path, image_path], 1500, 32, 1024, "first-fit-decreasing",
                                   "internvl")
     assert packing.order == "first-fit-decreasing" and len(packing.items) == 3
     assert sum(packing.lengths) == 3 * (480 // 32) * (640 // 32)
@@ -261,18 +261,18 @@ def test_pack_a_non_image_is_a_readable_error(tmp_path, image_path):
     fake = tmp_path / "table.png"
     fake.write_bytes(b"a,b\n1,2\n")
     with pytest.raises(gr.Error) as shown:
-        app.pack_images([image_path, str(fake)], 4096, 16, 1024, "given", "llava-next")
+        pack_tab.pack_images([image_path, str(fake)], 4096, 16, 1024, "given", "llava-next")
     assert "table.png" in _error_message(shown) and str(tmp_path) not in _error_message(shown)
 
 
 @pytest.mark.parametrize("max_seq_len, patch_size, per_image", [(4096, 0, 1024), (None, 16, 1024), (4096, 16, None)])
 def test_pack_bad_or_empty_numbers_are_readable_errors(max_seq_len, patch_size, per_image):
     with pytest.raises(gr.Error):
-        app.pack_images(None, max_seq_len, patch_size, per_image, "given", "llava-next")
+        pack_tab.pack_images(None, max_seq_len, patch_size, per_image, "given", "llava-next")
 
 
 def test_compare_with_an_emptied_budget_box_uses_the_defaults(ws):
-    _, table, _, refused = app.compare(ws, ["llava-next", "qwen2-vl"], True, None)
+    _, table, _, refused = compare_tab.compare(ws, ["llava-next", "qwen2-vl"], True, None)
     assert [row[2] for row in table] == [gridvlm.plan(ws.size, n).token_count for n in ("llava-next", "qwen2-vl")]
     assert refused == ""
 
@@ -286,3 +286,18 @@ def test_importing_the_app_loads_no_model_code():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_package_builds_the_demo_without_model_code():
+    code = ("import sys, gridvlm.app; gridvlm.app.build_demo(); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_display_text_needs_no_gradio():
+    code = "import sys, gridvlm.app.display; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

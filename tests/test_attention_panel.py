@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gr = pytest.importorskip("gradio")
 
-import app_attention as P  # noqa: E402
+from gridvlm.app import attention_panel as P  # noqa: E402
 import gridvlm  # noqa: E402
 from gridvlm import attention as A  # noqa: E402
 from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs  # noqa: E402

@@ -13,11 +13,11 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gr = pytest.importorskip("gradio")
 
-import app_chat  # noqa: E402
+from gridvlm.app import chat_tab as app_chat  # noqa: E402
 import gridvlm  # noqa: E402
 from gridvlm.models import ModelError, chat, prompt_size  # noqa: E402
 from gridvlm.models import conversation  # noqa: E402
-from app_errors import for_people  # noqa: E402
+from gridvlm.app.errors import for_people  # noqa: E402
 
 TINY = next(iter(app_chat.TINY_MODELS))  # the tiny LLaVA-NeXT choice, built on first use
 N = 6  # tokens per reply: min_new_tokens = max_new_tokens, so random weights cannot stop early
@@ -186,7 +186,7 @@ def test_reply_carries_its_ids_and_visual_positions(vlm, image):
 
 
 def test_respond_stores_a_record_the_attention_panel_draws(vlm, image):
-    import app_attention as P
+    from gridvlm.app import attention_panel as P
 
     plan = gridvlm.plan(image, "llava-uhd")
     *_, (history, _, record) = app_chat.respond("Where is the sky?", [], image, plan.to_dict(), TINY, "none",
@@ -220,7 +220,7 @@ def test_random_weights_write_a_few_tokens(vlm, image, monkeypatch):
 
 
 def test_chat_and_attention_errors_are_readable(image):
-    import app_attention as P
+    from gridvlm.app import attention_panel as P
 
     with pytest.raises(gr.Error, match="choose a model"):
         list(app_chat.respond("Hi", [], image, None, "", "none", app_chat.NATIVE))

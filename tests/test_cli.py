@@ -70,3 +70,11 @@ def test_not_an_image_is_a_readable_error(tmp_path):
     path.write_text("not an image")
     result = subprocess.run([sys.executable, "-m", "gridvlm", "plan", str(path)], capture_output=True, text=True)
     assert result.returncode == 2 and "notes.png" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_names_the_command_gridvlm_and_lists_the_app(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gridvlm ") and "app" in out.split("\n")[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PHOTO = Path(__file__).resolve().parents[1] / "assets" / "landscape_photo.jpg"  # 4032×3024: 36.6 MB decoded
+PHOTO = Path(__file__).resolve().parents[1] / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"  # 4032×3024: 36.6 MB decoded
 
 SCRIPT = r"""
 import json, resource, sys

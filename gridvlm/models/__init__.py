@@ -35,6 +35,9 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
+        from ..extras import check
+
+        check("torch", "transformers", extra="models", what=f"gridvlm.models.{name}")
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'gridvlm.models' has no attribute {name!r}")
 

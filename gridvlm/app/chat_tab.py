@@ -22,10 +22,10 @@ from typing import Any
 
 import gradio as gr
 
-from app_attention import build_attention_panel
+from .attention_panel import build_attention_panel
 from gridvlm import GridVLMError, Plan
 from gridvlm.models import ModelError
-from app_errors import for_people
+from .errors import for_people
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces

@@ -1,7 +1,8 @@
 """What the app shows, made from gridvlm's results: captions, table rows, parameter text. No gradio here.
 
-The app (``app.py``) only lays out components and wires events; every value it displays comes from a
-function in this module or from `gridvlm.viz`, so it can be tested without a browser.
+The tab modules (`slice_tab`, `compare_tab`, `pack_tab`, `chat_tab`) only lay out components and wire events;
+every value they display comes from a function in this module or from `gridvlm.viz`, so it can be tested without a
+browser.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fit_budget, plan, strategy_info
-from .errors import ImageError, PlanError
-from .geometry import Plan
+from .. import fit_budget, list_strategies, plan, strategy_info
+from ..errors import ImageError, PlanError
+from ..geometry import Plan
 
+ASSETS = Path(__file__).resolve().parent / "assets"  # package data: pip install 'gridvlm[app]' ships them
+EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+DEFAULT_IMAGE = ASSETS / "landscape_photo.jpg"
+DEFAULT_STRATEGY = "llava-next"
 PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on the full-resolution image
 
 
@@ -42,8 +47,8 @@ class Workspace:
 
 def open_workspace(path: str) -> Workspace:
     """Decode the file at `path` safely; ImageError says what is wrong with it."""
-    from .imaging import load_image
-    from .viz import preview
+    from ..imaging import load_image
+    from ..viz import preview
 
     with named_in_errors(path):
         image = load_image(path)
@@ -201,31 +206,41 @@ COMPARE_COLUMNS = {  # table header -> (key of a comparison row, decimals shown)
 
 
 @dataclass(frozen=True)
+class Refusal:
+    strategy: str
+    reason: str  # the PlanError's message: why no plan of this strategy meets the budget
+
+
+@dataclass(frozen=True)
 class Comparison:
     plans: dict[str, Plan]  # strategy -> its plan, in the registry's order
     rows: list[dict[str, Any]]  # plan_metrics + "strategy" + "seam_score", one per plan
-    refused: list[str]  # "strategy: why it cannot meet the budget"
+    refused: list[Refusal]  # the chosen strategies that cannot meet the budget
 
     def table(self) -> list[list[Any]]:
         return [[_round(row[key], digits) for key, digits in COMPARE_COLUMNS.values()] for row in self.rows]
 
 
 def compare(ws: Workspace, names: list[str], max_tokens: int | None) -> Comparison:
-    """Every strategy in `names` on the user's image (at one token budget when given)."""
-    from .cli import compare_rows
-    from .metrics import plan_metrics, seam_energy
+    """Every strategy in `names` on the user's image, in the registry's order (at one token budget when given;
+    0 or None means each strategy's defaults)."""
+    from ..metrics import plan_metrics, seam_energy
 
-    found, refused = compare_rows(ws.size, max_tokens)
-    plans = {p.strategy: p for p in found if p.strategy in names}
+    plans, refused = {}, []
+    for name in (n for n in list_strategies() if n in names):
+        try:
+            plans[name] = make_plan(ws.size, name, {}, max_tokens or None)
+        except PlanError as exc:
+            refused.append(Refusal(name, str(exc)))
     rows = [{"strategy": k, **plan_metrics(p), "seam_score": seam_energy(ws.preview, p).score}
             for k, p in plans.items()]
-    return Comparison(plans, rows, [r for r in refused if r.split(":", 1)[0] in names])
+    return Comparison(plans, rows, refused)
 
 
-def refused_markdown(refused: list[str]) -> str:
+def refused_markdown(refused: list[Refusal]) -> str:
     if not refused:
         return ""
-    return "**Cannot meet the budget:**\n" + "\n".join(f"- {r}" for r in refused)
+    return "**Cannot meet the budget:**\n" + "\n".join(f"- {r.strategy}: {r.reason}" for r in refused)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,8 +278,8 @@ def pack_vs_tile(paths: list[str], max_seq_len: int, patch_size: int, per_image:
                  tiling: str) -> PackVsTile:
     """NaViT packing of the images (each shrunk to at most `per_image` patches) next to `tiling`'s plans of them,
     one padded row per image. Only the files' headers are read."""
-    from .imaging import image_size
-    from .packing import pack, padded_batch_stats
+    from ..imaging import image_size
+    from ..packing import pack, padded_batch_stats
 
     sizes = []
     for path in paths:
@@ -285,6 +300,11 @@ def sequence_choices(packing: Any) -> list[tuple[str, int]]:
         (f"sequence {s}: images {', '.join(str(i) for i, _ in seq)} ({packing.lengths[s]} tokens)", s)
         for s, seq in enumerate(packing.sequences)
     ]
+
+
+def whole(value: float | None) -> int:
+    """A number box's value as an int; an emptied box gives 0, which gridvlm refuses with a readable message."""
+    return int(value or 0)
 
 
 def _num(value: float | None) -> str:

@@ -21,7 +21,7 @@ from gridvlm import attention as A
 from gridvlm import viz
 from gridvlm.errors import GridVLMError
 from gridvlm.geometry import Plan
-from app_errors import for_people
+from .errors import for_people
 
 WHOLE = "whole answer"
 QUESTION = "question (after the image)"
