@@ -160,8 +160,11 @@ def _add_overlay(
     show_seams: bool = True,
     max_side: int = 1024,
     labels: bool = True,
+    windows: bool = False,
+    row_breaks: bool = True,
 ) -> Box:
-    """Collect one plan's drawing (image, padding, tiles, global view, seams) into `out`; returns the extent."""
+    """Collect one plan's drawing (image, padding, tiles, global view, attention windows, row-break markers,
+    seams) into `out`; returns the extent."""
     w, h = plan.image_size
     if image is not None:
         out.trace(_image_trace(image, plan.image_size, max_side))
@@ -211,9 +214,55 @@ def _add_overlay(
             name="global view", hoverinfo="text", text=_hover_text(t, "global view"), showlegend=False,
         ))
 
+    if windows:
+        _add_windows(out, plan)
+    if row_breaks:
+        _add_row_breaks(out, plan)
     if seams is not None and show_seams:
         _add_seams(out, seams)
     return tuple(extent)
+
+
+WINDOW_COLOR = "rgba(255, 0, 170, 0.9)"
+
+
+def _add_windows(out: _Overlay, plan: Plan) -> None:
+    """The encoder's attention windows (`Plan.windows`) as thin dotted outlines, numbered in window order."""
+    if not plan.windows:
+        return
+    for k, (x0, y0, x1, y1) in enumerate(plan.windows):
+        out.shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name="attention window",
+                  line=dict(color=WINDOW_COLOR, width=1, dash="dot"))
+    out.trace(go.Scatter(
+        x=[(w[0] + w[2]) / 2 for w in plan.windows], y=[(w[1] + w[3]) / 2 for w in plan.windows], mode="markers",
+        marker=dict(size=4, color=WINDOW_COLOR), name="attention windows", hoverinfo="text", showlegend=False,
+        text=[f"attention window {k} · {w[2] - w[0]:.0f}×{w[3] - w[1]:.0f} px of the image"
+              for k, w in enumerate(plan.windows)],
+    ))
+
+
+def _add_row_breaks(out: _Overlay, plan: Plan) -> None:
+    """A marker at the end of every token row of every view, where the prompt writes its row-break token."""
+    from gridvlm.strategies import strategy_info
+
+    token = strategy_info(plan.strategy).row_break_token
+    if token is None:
+        return
+    xs, ys, texts = [], [], []
+    for view in plan.views:
+        footprint = view_footprint(view)
+        rows = view.token_grid[0]
+        if footprint is None or rows == 0:
+            continue
+        x0, y0, x1, y1 = footprint
+        for r in range(rows):
+            xs.append(x1)
+            ys.append(y0 + (r + 0.5) * (y1 - y0) / rows)
+            texts.append(f"{token} after token row {r} of view {view.index}")
+    out.trace(go.Scatter(
+        x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color="#d62728"),
+        name=token, hoverinfo="text", text=texts, showlegend=False,
+    ))
 
 
 def _add_seams(out: _Overlay, seams: Any) -> None:
@@ -257,17 +306,20 @@ def _frame_axes(fig: go.Figure, extent: Box, row: int | None = None, col: int | 
     fig.update_yaxes(range=[y1 + m, y0 - m], showgrid=False, zeroline=False, constrain="domain", **where)
 
 
-def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bool = True) -> go.Figure:
+def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bool = True,
+                show_windows: bool = False) -> go.Figure:
     """The plan drawn over the image (or over a grey rectangle of the image's size when `image` is None).
 
     Tiles are coloured rectangles labelled ``"r,c · N tok"`` with a hover box (box, input size, scale, padding,
     tokens); padded input beyond the image is grey; the global view is a dashed outline around the image;
-    `seams` (a ``SeamReport`` or its segments) are lines coloured by energy. `image` may be a preview of the
-    planned image with the same aspect ratio.
+    `seams` (a ``SeamReport`` or its segments) are lines coloured by energy; `show_windows` draws the encoder's
+    attention windows (`Plan.windows`, Qwen2.5-VL: a window edge is a boundary of its own); a strategy with a
+    row-break token gets a marker at the end of every token row. `image` may be a preview of the planned image
+    with the same aspect ratio.
     """
     fig = go.Figure()
     out = _Overlay(fig)
-    extent = _add_overlay(out, plan, image, seams, show_seams)
+    extent = _add_overlay(out, plan, image, seams, show_seams, windows=show_windows)
     _Overlay.flush(fig, [out])
     _frame_axes(fig, extent)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fit_budget, list_strategies, plan, strategy_info
+from ..strategies import list_families
 from ..errors import ImageError, PlanError
 from ..geometry import Plan
 
@@ -23,6 +24,13 @@ EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".
 DEFAULT_IMAGE = ASSETS / "landscape_photo.jpg"
 DEFAULT_STRATEGY = "llava-next"
 PREVIEW_SIDE = 1024  # px; overlays are drawn on a preview this size, never on the full-resolution image
+ALL_FAMILIES = "all families"
+
+
+def strategy_choices(family: str = ALL_FAMILIES) -> list[str]:
+    """Strategy names for a dropdown, grouped by family (families in listing order), or one family's."""
+    families = list_families() if family == ALL_FAMILIES else [family]
+    return [name for f in families for name in list_strategies(f)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

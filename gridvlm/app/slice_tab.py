@@ -36,7 +36,7 @@ def _export(name: str, data: bytes) -> str:
 
 
 def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
-                params_json: str) -> tuple:
+                params_json: str, show_windows: bool = False) -> tuple:
     """What the Slice tab shows first for one plan: overlay, headline, breakdown, table, notes, JSON, the plan.
 
     The views follow in a second event (`show_views`), so the numbers and the overlay do not wait for resampling.
@@ -47,7 +47,7 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     p = ui.make_plan(ws.size, strategy, params, None if use_defaults else int(max_tokens))
     seams = metrics.seam_energy(ws.preview, p)
     return (
-        viz.plan_figure(p, image=ws.preview, seams=seams),
+        viz.plan_figure(p, image=ws.preview, seams=seams, show_windows=show_windows),
         ui.headline(p, seams.score),
         viz.token_breakdown_figure(p),
         ui.metrics_rows(p, metrics.plan_metrics(p), seams.score),
@@ -67,32 +67,41 @@ def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[An
 
 
 @for_people
-def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: float, params_json: str) -> tuple:
+def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: float, params_json: str,
+           show_windows: bool = False) -> tuple:
     """A new image (upload or example): decoded once into the user's state, then planned."""
     if not path:  # the file was cleared: keep showing the last image until a new one arrives
         return gr.skip()
     ws = ui.open_workspace(path)
-    return (ws, *slice_image(ws, strategy, use_defaults, max_tokens, params_json))
+    return (ws, *slice_image(ws, strategy, use_defaults, max_tokens, params_json, show_windows))
 
 
 @for_people
 def update_plan(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
-                params_json: str) -> tuple:
-    return slice_image(ws, strategy, use_defaults, max_tokens, params_json)
+                params_json: str, show_windows: bool = False) -> tuple:
+    return slice_image(ws, strategy, use_defaults, max_tokens, params_json, show_windows)
 
 
 @for_people
-def choose_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float) -> tuple:
+def choose_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
+                    show_windows: bool = False) -> tuple:
     """A new strategy: its description, its default parameters and its plan."""
     defaults = ui.params_text(strategy)
     return (ui.strategy_about(strategy), defaults, ui.params_help(strategy),
-            *slice_image(ws, strategy, use_defaults, max_tokens, defaults))
+            *slice_image(ws, strategy, use_defaults, max_tokens, defaults, show_windows))
 
 
 @for_people
-def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params_json: str) -> tuple:
+def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params_json: str,
+               show_windows: bool = False) -> tuple:
     """Moving the budget slider switches from the strategy's defaults to fitting the budget."""
-    return (False, *slice_image(ws, strategy, False, max_tokens, params_json))
+    return (False, *slice_image(ws, strategy, False, max_tokens, params_json, show_windows))
+
+
+def choose_family(family: str, strategy: str) -> dict:
+    """The strategy list narrowed to one family (or all); the strategy stays when it is in the family."""
+    names = ui.strategy_choices(family)
+    return gr.update(choices=names, value=strategy if strategy in names else names[0])
 
 
 def export_figure(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[str]:
@@ -119,14 +128,18 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                 image = gr.File(label="Image", file_types=["image"], type="filepath", value=str(ui.DEFAULT_IMAGE),
                                 elem_id="image-upload", height=120)
                 gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
-                strategy = gr.Dropdown(gridvlm.list_strategies(), value=ui.DEFAULT_STRATEGY, label="Strategy",
-                                       elem_id="strategy")
+                family = gr.Dropdown([ui.ALL_FAMILIES, *gridvlm.list_families()], value=ui.ALL_FAMILIES,
+                                     label="Family", elem_id="family")
+                strategy = gr.Dropdown(ui.strategy_choices(ui.ALL_FAMILIES), value=ui.DEFAULT_STRATEGY,
+                                       label="Strategy (type to filter)", elem_id="strategy")
                 about = gr.Markdown(ui.strategy_about(ui.DEFAULT_STRATEGY), elem_id="strategy-about")
                 use_defaults = gr.Checkbox(True, label="Use the strategy's defaults (the reference checkpoint)",
                                            elem_id="use-defaults")
                 budget = gr.Slider(1, MAX_BUDGET, value=2048, step=1, label="Max visual tokens",
                                    info="Moving it fits the plan into this budget (fit_budget)",
                                    elem_id="budget")
+                show_windows = gr.Checkbox(False, label="Show the encoder's attention windows (Qwen2.5-VL)",
+                                           elem_id="show-windows")
                 with gr.Accordion("Advanced: the strategy's parameters", open=False):
                     params = gr.Code(ui.params_text(ui.DEFAULT_STRATEGY), language="json", lines=8,
                                      label="Parameters (JSON)", elem_id="params")
@@ -150,15 +163,17 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                                        elem_id="figure-files")
 
     slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
-    knobs = [strategy, use_defaults, budget, params]
+    knobs = [strategy, use_defaults, budget, params, show_windows]
+    family.input(choose_family, [family, strategy], strategy)
     for event in (
         image.change(upload, [image, *knobs], [ws, *slice_out]),
         demo.load(upload, [image, *knobs], [ws, *slice_out]),
-        strategy.change(choose_strategy, [ws, strategy, use_defaults, budget],
+        strategy.change(choose_strategy, [ws, strategy, use_defaults, budget, show_windows],
                         [about, params, params_doc, *slice_out]),
         use_defaults.input(update_plan, [ws, *knobs], slice_out),
-        budget.release(set_budget, [ws, strategy, budget, params], [use_defaults, *slice_out]),
+        budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out]),
         apply.click(update_plan, [ws, *knobs], slice_out),
+        show_windows.input(update_plan, [ws, *knobs], slice_out),
     ):
         event.success(show_views, [ws, plan_state], views)
     make_files.click(export_figure, [ws, plan_state], figure_files)

@@ -15,6 +15,7 @@ from .registry import (
     StrategyInfo,
     fit_budget,
     image_size_of,
+    list_families,
     list_strategies,
     plan,
     register,
@@ -29,5 +30,5 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "BudgetKnob", "ParamSpec", "PatchLayout", "PixelRecipe", "StrategyInfo", "fit_budget", "image_size_of",
-    "list_strategies", "plan", "register", "strategy_info", "unregister",
+    "list_families", "list_strategies", "plan", "register", "strategy_info", "unregister",
 ]

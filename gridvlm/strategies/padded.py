@@ -120,4 +120,5 @@ register(StrategyInfo(
     reference_model=ReferenceModel(FUYU_PATCH_PROJECTION, PERSIMMON_8B),  # adept/fuyu-8b
     vectors=("fuyu",),
     order=211,
+    row_break_token="|NEWLINE|",
 ))

@@ -97,6 +97,7 @@ for _name, _edge, _patch, _merge, _summary, _model, _order in (
         knob=BudgetKnob("longest_edge", "longest edge", _longest_edge_values, monotone=True),
         pixels=PixelRecipe(CLIP, resample="bicubic"),  # PixtralImageProcessorPil: BICUBIC, OpenAI CLIP mean/std
         reference_model=_model,
+        row_break_token="[IMG_BREAK]",  # the last row's is [IMG_END]
         vectors=(_name,),
         order=_order,
     ))

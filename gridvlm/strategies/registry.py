@@ -138,6 +138,9 @@ class StrategyInfo:
     reference_model: ReferenceModel | None = None  # encoder + LLM shapes for the compute estimates; None = unknown
     vectors: tuple[str, ...] = ()  # variant keys of the public reference vectors that check it; () = no runnable reference
     order: float = 1000.0  # place in listings: lower first, then by name
+    # The marker the prompt writes after each token row of a view (Pixtral's [IMG_BREAK], Fuyu's |NEWLINE|),
+    # counted in text_tokens and drawn at each row's end; None = no per-row marker.
+    row_break_token: str | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -164,9 +167,16 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def list_strategies() -> list[str]:
-    """Registered strategy names in listing order: by `StrategyInfo.order`, then by name (stable)."""
-    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].order, name))
+def list_strategies(family: str | None = None) -> list[str]:
+    """Registered strategy names in listing order (by `StrategyInfo.order`, then by name); only `family`'s when
+    given."""
+    names = sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].order, name))
+    return names if family is None else [n for n in names if _REGISTRY[n].family == family]
+
+
+def list_families() -> list[str]:
+    """The families strategies are listed under, each in the place of its first strategy."""
+    return list(dict.fromkeys(_REGISTRY[name].family for name in list_strategies()))
 
 
 def strategy_info(name: str) -> StrategyInfo:
