@@ -19,8 +19,8 @@ from ..geometry import Plan, cut_canvas, make_tile, squashed_view, whole
 from .grids import _f32, internvl_grid, resized_grid_plan
 from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import (
-    AYA_EXPANSE_8B, CLIP, COMMAND_A, LLAMA3_8B, LLAMA4_SCOUT, LLAMA4_VIT, MLLAMA_VIT, SIGLIP, SIGLIP2_SO400M_16,
-    SIGLIP_SO400M, ReferenceModel,
+    AYA_EXPANSE_8B, CLIP, COMMAND_A, DEEPSEEK_3B_MOE, LLAMA3_8B, LLAMA4_SCOUT, LLAMA4_VIT, MLLAMA_VIT, PE_G_14,
+    SAM_VIT_B, SIGLIP, SIGLIP2_SO400M_16, SIGLIP_SO400M, ReferenceModel,
 )
 
 
@@ -366,6 +366,8 @@ register(StrategyInfo(
     check=_check_min_max("deepseek-ocr-2", "min_tiles", "max_tiles"),
     # DeepseekOcr2ImageProcessorPil: mean/std 0.5, bicubic, background_color 127
     pixels=PixelRecipe(SIGLIP, resample="bicubic", pad_colour=(127, 127, 127)),
+    # deepseek-ai/DeepSeek-OCR-2: SAM-base first stage (the Qwen2-based second stage is not counted) + DeepSeek-3B-MoE
+    reference_model=ReferenceModel(SAM_VIT_B, DEEPSEEK_3B_MOE),
     vectors=("deepseek_ocr2",),
     order=270,
 ))
@@ -451,6 +453,7 @@ register(StrategyInfo(
     check=_check_perception_lm,
     # PerceptionLMImageProcessor class (torchvision backend): mean/std 0.5, bicubic
     pixels=PixelRecipe(SIGLIP, resample="bicubic"),
+    reference_model=ReferenceModel(PE_G_14, LLAMA3_8B),  # facebook/Perception-LM-8B: PE G/14 + Llama-3.1-8B
     vectors=("perception_lm",),
     order=275,
 ))

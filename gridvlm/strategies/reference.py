@@ -123,3 +123,18 @@ COMMAND_A = TransformerSpec(
     "Command A (111B, Cohere2)", 64, 12288, 36864, True,
     source="CohereLabs/command-a-vision-07-2025 config.json (text_config)",
 )
+SAM_VIT_B = TransformerSpec(
+    "SAM ViT-B/16 (DeepEncoder's first stage)", 12, 768, 3072, False, patch=16,
+    source="DeepSeek-OCR paper (Wei et al. 2025) §3.2: SAM-base with 16-px patches; SAM ViT-B shape "
+    "(facebook/sam-vit-base vision_config: 12 layers, hidden 768, mlp 3072)",
+)
+DEEPSEEK_3B_MOE = TransformerSpec(
+    "DeepSeek-3B-MoE (~570M activated)", 12, 1280, 7168, True,
+    source="deepseek-ai/DeepSeek-OCR config.json language_config (12 layers, hidden 1280, 6 routed + 2 shared "
+    "experts × moe_intermediate 896): approximated as a dense model with the activated MLP (8 × 896 = 7168)",
+)
+PE_G_14 = TransformerSpec(
+    "Perception Encoder G/14-448", 50, 1536, 8960, False, patch=14,
+    source="Bolya et al. 2025, Perception Encoder, Table of model shapes (PE G/14: 50 layers, width 1536, "
+    "MLP 8960); PLM-8B's encoder — not checked against a checkpoint config",
+)
