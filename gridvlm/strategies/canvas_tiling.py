@@ -54,11 +54,17 @@ def _tokens_grid(n: int) -> tuple[int, int]:
     return (g, g) if g * g == n else (1, n)
 
 
-def _check_min_max(name: str, lo: str, hi: str):
+def _tile_count(name: str, fewest: int, most: int, fewest_help: str = "fewest tiles (min_patches)") -> dict:
+    """The min_tiles / max_tiles parameters, their check and the max_tiles budget knob of a GOT-OCR2-style tiler."""
     def check(p: dict[str, Any]) -> None:
-        if p[lo] > p[hi]:
-            raise PlanError(f"{name}: {lo} ({p[lo]}) must not exceed {hi} ({p[hi]})")
-    return check
+        if p["min_tiles"] > p["max_tiles"]:
+            raise PlanError(f"{name}: min_tiles ({p['min_tiles']}) must not exceed max_tiles ({p['max_tiles']})")
+    return {
+        "params": {"min_tiles": ParamSpec("int", fewest, fewest_help, min=1, max=64),
+                   "max_tiles": ParamSpec("int", most, "most tiles (max_patches)", min=1, max=64)},
+        "knob": BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65)),
+        "check": check,
+    }
 
 
 def _padded_canvas_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, t: int, new_wh: tuple[int, int],
@@ -222,6 +228,7 @@ def _aya_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
                              text_tokens=3 + rows * cols if tiled else 3)
 
 
+_AYA_TILES = _tile_count("aya-vision", 1, 12)
 register(StrategyInfo(
     name="aya-vision",
     family="resize-and-tile",
@@ -231,15 +238,14 @@ register(StrategyInfo(
               "get_optimal_tiled_canvas, models/aya_vision/processing_aya_vision.py replace_image_token",
     params={
         "tile_size": ParamSpec("int", 364, "tile side (img_size / size)", min=14, max=4096),
-        "min_tiles": ParamSpec("int", 1, "fewest tiles (min_patches)", min=1, max=64),
-        "max_tiles": ParamSpec("int", 12, "most tiles (max_patches)", min=1, max=64),
+        **_AYA_TILES["params"],
         "tokens_per_tile": ParamSpec("int", 169, "tokens per view ((364/14)² / 4 after pixel shuffle)",
                                      min=1, max=10**5),
     },
     budget="max_tiles",
     planner=_aya_plan,
-    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65)),
-    check=_check_min_max("aya-vision", "min_tiles", "max_tiles"),
+    knob=_AYA_TILES["knob"],
+    check=_AYA_TILES["check"],
     # CohereLabs/aya-vision-8b preprocessor_config (GotOcr2ImageProcessor): mean/std 0.5, resample 3 (bicubic)
     pixels=PixelRecipe(SIGLIP, resample="bicubic"),
     reference_model=ReferenceModel(SIGLIP_SO400M, AYA_EXPANSE_8B),  # siglip2-so400m-patch14-384 + Aya Expanse 8B
@@ -278,6 +284,8 @@ def _cohere2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
                              "last" if views > 1 else None, text_tokens=2 + views)
 
 
+_COHERE2_TILES = _tile_count("cohere2-vision", 1, 12,
+                             "fewest tiles (min_patches; the reference's canvas choice ignores it)")
 register(StrategyInfo(
     name="cohere2-vision",
     family="resize-and-tile",
@@ -287,16 +295,14 @@ register(StrategyInfo(
               "get_optimal_tiled_canvas, processing_cohere2_vision.py replace_image_token",
     params={
         "tile_size": ParamSpec("int", 512, "tile side (size)", min=14, max=4096),
-        "min_tiles": ParamSpec("int", 1, "fewest tiles (min_patches; the reference's canvas choice ignores it)",
-                               min=1, max=64),
-        "max_tiles": ParamSpec("int", 12, "most tiles (max_patches)", min=1, max=64),
+        **_COHERE2_TILES["params"],
         "tokens_per_tile": ParamSpec("int", 256, "tokens per view (processor patch_size 16 → 16²)",
                                      min=1, max=10**5),
     },
     budget="max_tiles",
     planner=_cohere2_plan,
-    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(max(p["min_tiles"], 1), 65)),
-    check=_check_min_max("cohere2-vision", "min_tiles", "max_tiles"),
+    knob=_COHERE2_TILES["knob"],
+    check=_COHERE2_TILES["check"],
     # Cohere2VisionImageProcessor class: OpenAI CLIP mean/std, bicubic (torchvision backend)
     pixels=PixelRecipe(CLIP, resample="bicubic"),
     reference_model=ReferenceModel(SIGLIP2_SO400M_16, COMMAND_A),  # CohereLabs/command-a-vision-07-2025
@@ -345,6 +351,7 @@ def _deepseek_ocr2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
                 "last" if tiled else None, sum(tokens.values()), tokens, content_box=content)
 
 
+_DEEPSEEK_TILES = _tile_count("deepseek-ocr-2", 2, 6)
 register(StrategyInfo(
     name="deepseek-ocr-2",
     family="resize-and-tile",
@@ -357,13 +364,12 @@ register(StrategyInfo(
         "size": ParamSpec("int", 1024, "global view side", min=64, max=4096),
         "tile_size": ParamSpec("int", 768, "tile side; images whose longest side exceeds it are tiled",
                                min=64, max=4096),
-        "min_tiles": ParamSpec("int", 2, "fewest tiles (min_patches)", min=1, max=64),
-        "max_tiles": ParamSpec("int", 6, "most tiles (max_patches)", min=1, max=64),
+        **_DEEPSEEK_TILES["params"],
     },
     budget="max_tiles",
     planner=_deepseek_ocr2_plan,
-    knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65)),
-    check=_check_min_max("deepseek-ocr-2", "min_tiles", "max_tiles"),
+    knob=_DEEPSEEK_TILES["knob"],
+    check=_DEEPSEEK_TILES["check"],
     # DeepseekOcr2ImageProcessorPil: mean/std 0.5, bicubic, background_color 127
     pixels=PixelRecipe(SIGLIP, resample="bicubic", pad_colour=(127, 127, 127)),
     # deepseek-ai/DeepSeek-OCR-2: SAM-base first stage (the Qwen2-based second stage is not counted) + DeepSeek-3B-MoE
