@@ -11,6 +11,7 @@ downscaling, then the smallest area).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -179,7 +180,13 @@ def _llama4_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     if n > 1:
         tokens["thumbnail"] = per_view
     text = 3 + rows * (cols - 1) + rows if n > 1 else 3
-    return _padded_canvas_plan("llama4", w, h, p, rows, cols, t, (new_w, new_h), per_view, grid, n > 1, tokens, text)
+    notes = ()
+    if n > 1:
+        notes = (f"prompt: <|image_start|>, {rows} row{'s' if rows > 1 else ''} of {cols} tile{'s' if cols > 1 else ''} "
+                 "with a <|tile_x_separator|> between neighbouring tiles and a <|tile_y_separator|> after each row, "
+                 "then <|image|> before the global view and <|image_end|>",)
+    return _padded_canvas_plan("llama4", w, h, p, rows, cols, t, (new_w, new_h), per_view, grid, n > 1, tokens, text,
+                               notes)
 
 
 def _check_llama4(p: dict[str, Any]) -> None:
@@ -224,8 +231,13 @@ def _aya_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     cols, rows = internvl_grid(w, h, t, p["min_tiles"], p["max_tiles"])
     tiled = rows * cols > 1
     # <|START_OF_IMG|>, TILE_k before each tile, TILE_GLOBAL before the last view, <|END_OF_IMG|>
-    return resized_grid_plan("aya-vision", w, h, p, rows, cols, t, n, _tokens_grid(n), "last" if tiled else None,
+    plan = resized_grid_plan("aya-vision", w, h, p, rows, cols, t, n, _tokens_grid(n), "last" if tiled else None,
                              text_tokens=3 + rows * cols if tiled else 3)
+    if not tiled:
+        return plan
+    note = (f"prompt: <|START_OF_IMG|>, TILE_1 … TILE_{rows * cols} (TILE + plain-text _k) before the tiles, "
+            "TILE_GLOBAL before the thumbnail, <|END_OF_IMG|>",)
+    return replace(plan, notes=note)
 
 
 _AYA_TILES = _tile_count("aya-vision", 1, 12)
@@ -280,8 +292,10 @@ def _cohere2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     cols, rows = cohere2_grid(w, h, t, p["max_tiles"])
     views = rows * cols + (rows * cols > 1)
     # <|START_OF_IMG|> + per view (patches + <|IMG_LINE_BREAK|>) + <|END_OF_IMG|>
-    return resized_grid_plan("cohere2-vision", w, h, p, rows, cols, t, n, _tokens_grid(n),
+    plan = resized_grid_plan("cohere2-vision", w, h, p, rows, cols, t, n, _tokens_grid(n),
                              "last" if views > 1 else None, text_tokens=2 + views)
+    return replace(plan, notes=(f"prompt: <|START_OF_IMG|>, an <|IMG_LINE_BREAK|> token after each of the {views} "
+                                "view" + ("s" if views > 1 else "") + ", <|END_OF_IMG|>",))
 
 
 _COHERE2_TILES = _tile_count("cohere2-vision", 1, 12,
