@@ -6,6 +6,7 @@ Boxes are ``(x0, y0, x1, y1)``, half-open, x to the right and y down; sizes are 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -285,3 +286,12 @@ def square_pad_content(width: int, height: int, side: int) -> Box:
 def py_round(x: float) -> int:
     """Python's round: halves go to the even neighbour, as every reference relies on."""
     return int(round(x))
+
+
+_FLOAT32 = struct.Struct("<f")
+
+
+def to_float32(x: float) -> float:
+    """`x` rounded to float32, for references that score in float32 tensors (int64 tensors divided, torch
+    defaults). One double operation on float32 inputs, rounded once to float32, equals the float32 operation."""
+    return _FLOAT32.unpack(_FLOAT32.pack(x))[0]

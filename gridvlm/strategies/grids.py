@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-import struct
 from typing import Any
 
 from ..errors import PlanError
-from ..geometry import Plan, cut_canvas, make_tile, squashed_view, whole
+from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
 from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
 from .reference import (
     CLIP, CLIP_L_224, CLIP_L_336, IMAGENET, INTERNLM2_7B, INTERNVIT_300M, LLAMA3_8B, LLAMA_7B, SIGLIP,
@@ -45,35 +44,24 @@ def resized_grid_plan(name: str, w: int, h: int, p: dict, rows: int, cols: int, 
 # UReader / DocOwl 1.5
 
 
-_FLOAT32 = struct.Struct("f")
-
-
-def _f32(x: float) -> float:
-    """Round to float32: the reference scores anchors with int64 tensors that become float32.
-
-    One double operation on float32 inputs, rounded once to float32, equals the float32 operation.
-    """
-    return _FLOAT32.unpack(_FLOAT32.pack(x))[0]
-
-
-_EPS32 = struct.unpack("f", struct.pack("f", 1e-5))[0]
+_EPS32 = to_float32(1e-5)
 
 
 def _iou_f32(a: tuple[int, int], b: tuple[int, int]) -> float:
     """IoU of boxes [0, 0, w, h] anchored at the origin, as torchvision-style box_iou computes it in float32."""
     inter = min(a[0], b[0]) * min(a[1], b[1])
     union = a[0] * a[1] + b[0] * b[1] - inter
-    return _f32(_f32(inter) / _f32(_f32(union) + _EPS32))
+    return to_float32(to_float32(inter) / to_float32(to_float32(union) + _EPS32))
 
 
 def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
     """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
     best, best_score = 0, -math.inf
-    ratio = _f32(h / w)
+    ratio = to_float32(h / w)
     for i, (r, c) in enumerate(anchors):
         aw, ah = c * tile, r * tile
-        shape_h = int(_f32(ratio * _f32(aw)))  # assigned into an int64 tensor: truncation
-        score = _f32(_f32(_iou_f32((aw, ah), (aw, shape_h)) * 100) + _iou_f32((aw, ah), (w, h)))
+        shape_h = int(to_float32(ratio * to_float32(aw)))  # assigned into an int64 tensor: truncation
+        score = to_float32(to_float32(_iou_f32((aw, ah), (aw, shape_h)) * 100) + _iou_f32((aw, ah), (w, h)))
         if score > best_score:
             best, best_score = i, score
     return best

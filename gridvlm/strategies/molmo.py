@@ -11,8 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import PlanError
-from ..geometry import Plan, squashed_view
-from .grids import _f32, resized_grid_plan
+from ..geometry import Plan, squashed_view, to_float32
+from .grids import resized_grid_plan
 from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import MOLMO2_VIT, QWEN3_8B, SIGLIP, ReferenceModel
 
@@ -21,7 +21,7 @@ def _scale_f32(numerator: int, denominator: int) -> float:
     """float32 numerator / denominator as torch divides: ±inf for a zero denominator."""
     if denominator == 0:
         return math.inf
-    return _f32(numerator / denominator)
+    return to_float32(numerator / denominator)
 
 
 def molmo_select_tiling(height: int, width: int, window: int, max_crops: int) -> tuple[int, int]:

@@ -210,3 +210,35 @@ DEEPSEEK_3B_MOE = TransformerSpec(
     source="deepseek-ai/DeepSeek-OCR config.json language_config: approximated as a dense model with the "
     "activated MLP (2 shared + 6 routed experts × 896 = 7168)",
 )
+MLLAMA_VIT = TransformerSpec(
+    "Mllama ViT-H/14 (32 + 8 global layers)", 40, 1280, 5120, False, patch=14,
+    source="meta-llama/Llama-3.2-11B-Vision config.json (vision_config: num_hidden_layers 32, num_global_layers 8, "
+    "hidden_size 1280, intermediate_size 5120)",
+)
+LLAMA4_VIT = TransformerSpec(
+    "Llama 4 vision encoder", 34, 1408, 5632, False, patch=14,
+    source="meta-llama/Llama-4-Scout-17B-16E-Instruct config.json (vision_config: 34 layers, hidden 1408, "
+    "intermediate 5632)",
+)
+LLAMA4_SCOUT = TransformerSpec(
+    "Llama 4 Scout (17B activated)", 48, 5120, 16384, True,
+    source="meta-llama/Llama-4-Scout-17B-16E-Instruct config.json (text_config: 48 layers, hidden 5120): "
+    "approximated as a dense model with the activated MLP (1 routed expert 8192 + shared expert 8192)",
+)
+SIGLIP2_SO400M_16 = TransformerSpec(
+    "SigLIP2 so400m/16-512", 27, 1152, 4304, False, patch=16,
+    source="google/siglip2-so400m-patch16-512 config.json (vision_config); Command A Vision's encoder",
+)
+AYA_EXPANSE_8B = TransformerSpec(
+    "Aya Expanse 8B (Cohere2)", 32, 4096, 14336, True,
+    source="CohereLabs/aya-vision-8b config.json (text_config)",
+)
+COMMAND_A = TransformerSpec(
+    "Command A (111B, Cohere2)", 64, 12288, 36864, True,
+    source="CohereLabs/command-a-vision-07-2025 config.json (text_config)",
+)
+PE_G_14 = TransformerSpec(
+    "Perception Encoder G/14-448", 50, 1536, 8960, False, patch=14,
+    source="Bolya et al. 2025, Perception Encoder, Table of model shapes (PE G/14: 50 layers, width 1536, "
+    "MLP 8960); PLM-8B's encoder — not checked against a checkpoint config",
+)
