@@ -58,12 +58,12 @@ def _encoded(image: Any, max_side: int) -> tuple[str, tuple[int, int]]:
     return _data_uri(small), small.size
 
 
-def _image_trace(image: Any, image_size: tuple[int, int], max_side: int) -> go.Image:
+def _image_trace(image: Any, image_size: tuple[int, int], max_side: int) -> dict:
     """The preview as an image trace spanning ``[0, W] × [0, H]`` in original pixels."""
     uri, (pw, ph) = _encoded(image, max_side)
     dx, dy = image_size[0] / pw, image_size[1] / ph
     # x0/y0 are the centre of the first pixel
-    return go.Image(source=uri, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip", name="image")
+    return dict(type="image", source=uri, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip", name="image")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,19 +120,18 @@ def _tile_label(tile: Tile) -> str:
 
 
 class _Overlay:
-    """Shapes, annotations and traces collected first and added to the figure in one call each.
+    """Shapes, annotations and traces (plain dicts) of one set of axes, collected first and made into a figure at
+    once by `_overlay_figure`.
 
-    Plotly re-validates every existing shape on each `add_shape`, so adding them one by one costs O(n²).
+    Plotly validates every property of every object it is given, which for a Compare figure of 40 plans (hundreds
+    of traces and shapes) took seconds; the dicts written here use only valid properties, so the figure is built
+    without that validation.
     """
 
-    def __init__(self, fig: go.Figure, row: int | None = None, col: int | None = None):
-        self.fig, self.shapes, self.annotations, self.traces = fig, [], [], []
-        if row is None:
-            self.xref, self.yref = "x", "y"
-        else:
-            subplot = fig.get_subplot(row, col)
-            self.xref = subplot.xaxis.plotly_name.replace("axis", "")
-            self.yref = subplot.yaxis.plotly_name.replace("axis", "")
+    def __init__(self, subplot: int = 1):
+        self.shapes, self.annotations, self.traces = [], [], []
+        suffix = "" if subplot == 1 else str(subplot)
+        self.xref, self.yref = f"x{suffix}", f"y{suffix}"
 
     def shape(self, **kw) -> None:
         self.shapes.append(dict(xref=self.xref, yref=self.yref, **kw))
@@ -140,16 +139,15 @@ class _Overlay:
     def annotation(self, **kw) -> None:
         self.annotations.append(dict(xref=self.xref, yref=self.yref, **kw))
 
-    def trace(self, trace) -> None:
-        trace.update(xaxis=self.xref, yaxis=self.yref)
-        self.traces.append(trace)
+    def trace(self, trace: dict) -> None:
+        self.traces.append({**trace, "xaxis": self.xref, "yaxis": self.yref})
 
-    @staticmethod
-    def flush(fig: go.Figure, overlays: Sequence["_Overlay"]) -> None:
-        """Add everything the overlays collected, with one assignment per layout list (linear, not quadratic)."""
-        fig.add_traces([t for o in overlays for t in o.traces])
-        fig.layout.shapes = list(fig.layout.shapes) + [s for o in overlays for s in o.shapes]
-        fig.layout.annotations = list(fig.layout.annotations) + [a for o in overlays for a in o.annotations]
+
+def _overlay_figure(overlays: Sequence[_Overlay], layout: dict) -> go.Figure:
+    """One figure from what the overlays collected and a layout dict (axes, title, size), unvalidated."""
+    layout = {**layout, "shapes": [s for o in overlays for s in o.shapes],
+              "annotations": [*layout.get("annotations", ()), *(a for o in overlays for a in o.annotations)]}
+    return go.Figure(data=[t for o in overlays for t in o.traces], layout=layout, _validate=False)
 
 
 def _add_overlay(
@@ -194,7 +192,8 @@ def _add_overlay(
             out.annotation(x=x0, y=y0, text=_tile_label(tile), name=name, showarrow=False, xanchor="left",
                            yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
                            borderpad=1)
-        out.trace(go.Scatter(
+        out.trace(dict(
+            type="scatter",
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], name=name, mode="lines", line=dict(width=0, color=color),
             fill="toself", fillcolor=_alpha(color, 0.06), hoveron="fills", hoverinfo="text",
             text=_hover_text(tile, name), showlegend=False,
@@ -209,7 +208,8 @@ def _add_overlay(
         if labels:
             out.annotation(x=w + pad, y=h + pad, text=text, name="global view", showarrow=False, xanchor="right",
                            yanchor="top", font=dict(size=11), bgcolor="rgba(255, 255, 255, 0.85)")
-        out.trace(go.Scatter(
+        out.trace(dict(
+            type="scatter",
             x=[w + pad], y=[h + pad], mode="markers", marker=dict(size=8, color="black", symbol="square"),
             name="global view", hoverinfo="text", text=_hover_text(t, "global view"), showlegend=False,
         ))
@@ -233,7 +233,8 @@ def _add_windows(out: _Overlay, plan: Plan) -> None:
     for k, (x0, y0, x1, y1) in enumerate(plan.windows):
         out.shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name="attention window",
                   line=dict(color=WINDOW_COLOR, width=1, dash="dot"))
-    out.trace(go.Scatter(
+    out.trace(dict(
+        type="scatter",
         x=[(w[0] + w[2]) / 2 for w in plan.windows], y=[(w[1] + w[3]) / 2 for w in plan.windows], mode="markers",
         marker=dict(size=4, color=WINDOW_COLOR), name="attention windows", hoverinfo="text", showlegend=False,
         text=[f"attention window {k} · {w[2] - w[0]:.0f}×{w[3] - w[1]:.0f} px of the image"
@@ -259,7 +260,8 @@ def _add_row_breaks(out: _Overlay, plan: Plan) -> None:
             xs.append(x1)
             ys.append(y0 + (r + 0.5) * (y1 - y0) / rows)
             texts.append(f"{token} after token row {r} of view {view.index}")
-    out.trace(go.Scatter(
+    out.trace(dict(
+        type="scatter",
         x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color="#d62728"),
         name=token, hoverinfo="text", text=texts, showlegend=False,
     ))
@@ -275,7 +277,8 @@ def _add_seams(out: _Overlay, seams: Any) -> None:
     colors = sample_colorscale(SEAM_COLORSCALE, [min(1.0, max(0.0, e / SEAM_CMAX)) for e in energies])
     for (x0, y0, x1, y1, _), color in zip(segments, colors):
         out.shape(type="line", x0=x0, y0=y0, x1=x1, y1=y1, name="seam", line=dict(color=color, width=4), opacity=0.9)
-    out.trace(go.Scatter(
+    out.trace(dict(
+        type="scatter",
         x=[(s[0] + s[2]) / 2 for s in segments], y=[(s[1] + s[3]) / 2 for s in segments], mode="markers",
         name="seam energy", text=[f"seam energy {e:.2f}" for e in energies], hoverinfo="text",
         marker=dict(size=7, symbol="diamond", color=energies, cmin=0, cmax=SEAM_CMAX,
@@ -297,13 +300,14 @@ def _plan_title(plan: Plan) -> str:
             f"{plan.token_count} tokens")
 
 
-def _frame_axes(fig: go.Figure, extent: Box, row: int | None = None, col: int | None = None) -> None:
-    """Original-pixel axes, y down, equal aspect, framing `extent` with a small margin."""
+def _framed_axes(extent: Box, x_name: str = "x", **common) -> tuple[dict, dict]:
+    """(xaxis, yaxis) layout dicts: original-pixel axes, y down, equal aspect (the y axis anchored to `x_name`),
+    framing `extent` with a small margin."""
     x0, y0, x1, y1 = extent
     m = 0.03 * max(x1 - x0, y1 - y0, 1.0)
-    where = {} if row is None else {"row": row, "col": col}
-    fig.update_xaxes(range=[x0 - m, x1 + m], showgrid=False, zeroline=False, constrain="domain", **where)
-    fig.update_yaxes(range=[y1 + m, y0 - m], showgrid=False, zeroline=False, constrain="domain", **where)
+    frame = dict(showgrid=False, zeroline=False, constrain="domain", **common)
+    return (dict(range=[x0 - m, x1 + m], **frame),
+            dict(range=[y1 + m, y0 - m], scaleanchor=x_name, scaleratio=1, **frame))
 
 
 def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bool = True,
@@ -317,17 +321,16 @@ def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bo
     row-break token gets a marker at the end of every token row. `image` may be a preview of the planned image
     with the same aspect ratio.
     """
-    fig = go.Figure()
-    out = _Overlay(fig)
-    extent = _add_overlay(out, plan, image, seams, show_seams, windows=show_windows)
-    _Overlay.flush(fig, [out])
-    _frame_axes(fig, extent)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    fig.update_layout(
-        title=_plan_title(plan), height=640, margin=dict(l=10, r=10, t=50, b=10), hovermode="closest",
-        plot_bgcolor="white", showlegend=False,
-    )
-    return fig
+    out = _Overlay()
+    xaxis, yaxis = _framed_axes(_add_overlay(out, plan, image, seams, show_seams, windows=show_windows))
+    return _overlay_figure([out], dict(
+        xaxis=xaxis, yaxis=yaxis, title=dict(text=_plan_title(plan)), height=640,
+        margin=dict(l=10, r=10, t=50, b=10), hovermode="closest", plot_bgcolor="white", showlegend=False,
+    ))
+
+
+# px; a Compare cell is ~250 px wide, and every cell carries its own copy of the preview in the page's payload
+COMPARE_PREVIEW_SIDE = 256
 
 
 def compare_figure(plans: Mapping[str, Plan], image: Any = None, cols: int = 4) -> go.Figure:
@@ -336,26 +339,25 @@ def compare_figure(plans: Mapping[str, Plan], image: Any = None, cols: int = 4) 
     n = max(1, len(names))
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig = make_subplots(
-        rows=rows, cols=cols, subplot_titles=[f"{k} · {plans[k].token_count} tok" for k in names],
-        horizontal_spacing=0.02, vertical_spacing=0.06,
-    )
-    small = None if image is None else _encoded(image, 384)
+    small = None if image is None else _encoded(image, COMPARE_PREVIEW_SIDE)
+    gap_x, gap_y = 0.02, min(0.06, 0.3 / max(rows - 1, 1))  # as make_subplots spaces them, without its cost
+    cell_w, cell_h = (1 - gap_x * (cols - 1)) / cols, (1 - gap_y * (rows - 1)) / rows
+    layout: dict[str, Any] = dict(height=260 * rows + 60, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
+                                  plot_bgcolor="white", title=dict(text="strategies compared"), annotations=[])
     overlays = []
     for k, name in enumerate(names):
         r, c = divmod(k, cols)
-        overlays.append(_Overlay(fig, r + 1, c + 1))
-        extent = _add_overlay(overlays[-1], plans[name], small, max_side=384, labels=False)
-        _frame_axes(fig, extent, r + 1, c + 1)
-        axis = "" if k == 0 else str(k + 1)
-        fig.update_yaxes(scaleanchor=f"x{axis}", scaleratio=1, row=r + 1, col=c + 1)
-    _Overlay.flush(fig, overlays)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_annotations(font_size=11)
-    fig.update_layout(height=260 * rows + 60, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
-                      plot_bgcolor="white", title="strategies compared")
-    return fig
+        out = _Overlay(k + 1)
+        overlays.append(out)
+        extent = _add_overlay(out, plans[name], small, max_side=COMPARE_PREVIEW_SIDE, labels=False)
+        xaxis, yaxis = _framed_axes(extent, out.xref, showticklabels=False)
+        x0, y1 = c * (cell_w + gap_x), 1 - r * (cell_h + gap_y)
+        layout[f"xaxis{'' if k == 0 else k + 1}"] = dict(domain=[x0, x0 + cell_w], anchor=out.yref, **xaxis)
+        layout[f"yaxis{'' if k == 0 else k + 1}"] = dict(domain=[y1 - cell_h, y1], anchor=out.xref, **yaxis)
+        layout["annotations"].append(dict(
+            text=f"{name} · {plans[name].token_count} tok", x=x0 + cell_w / 2, y=y1, xref="paper", yref="paper",
+            xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=11)))
+    return _overlay_figure(overlays, layout)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -523,15 +525,15 @@ def attention_figure(plan: Plan, image_preview: Any, heat: Any, opacity: float =
     z = np.asarray(heat, dtype=float)
     h_out, w_out = z.shape
     w, h = plan.image_size
-    fig = go.Figure()
+    out = _Overlay()
     if show_tiles:
-        out = _Overlay(fig)
         extent = _add_overlay(out, plan, image_preview, labels=False)
-        _Overlay.flush(fig, [out])
     else:
         if image_preview is not None:
-            fig.add_trace(_image_trace(image_preview, plan.image_size, 1024))
+            out.trace(_image_trace(image_preview, plan.image_size, 1024))
         extent = (0.0, 0.0, float(w), float(h))
+    xaxis, yaxis = _framed_axes(extent)
+    fig = _overlay_figure([out], dict(xaxis=xaxis, yaxis=yaxis))
     dx, dy = w / w_out, h / h_out
     fig.add_trace(go.Heatmap(
         z=np.where(z > 0, z, np.nan), x0=dx / 2, dx=dx, y0=dy / 2, dy=dy, opacity=float(opacity),
@@ -539,8 +541,6 @@ def attention_figure(plan: Plan, image_preview: Any, heat: Any, opacity: float =
         name="attention", colorbar=dict(title="attention", thickness=12),
         hovertemplate="x %{x:.0f}, y %{y:.0f} px<br>attention %{z:.3g}<extra></extra>",
     ))
-    _frame_axes(fig, extent)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(title=title or f"attention · {_plan_title(plan)}", height=560,
                       margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white", showlegend=False)
     return fig
