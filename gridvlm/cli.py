@@ -69,10 +69,11 @@ def compare_rows(size: tuple[int, int], max_tokens: int | None) -> tuple[list, l
 
 
 def compare_table(plans, refused) -> str:
-    lines = [f"{'strategy':<16} {'grid':>6} {'views':>5} {'tokens':>7} {'pixels/token':>12}"]
+    lines = [f"{'strategy':<18} {'grid':>6} {'views':>5} {'tokens':>7} {'pixels/token':>12}"]
     for p in plans:
         ppt = p.image_size[0] * p.image_size[1] / p.token_count if p.token_count else float("inf")
-        lines.append(f"{p.strategy:<16} {p.grid[0]:>3}×{p.grid[1]:<2} {p.num_views:>5} {p.token_count:>7} {ppt:>12.1f}")
+        grid = f"{p.grid[0]:>3}×{p.grid[1]:<2}"
+        lines.append(f"{p.strategy:<18} {grid} {p.num_views:>5} {p.token_count:>7} {ppt:>12.1f}")
     lines += [f"not possible: {r}" for r in refused]
     return "\n".join(lines)
 

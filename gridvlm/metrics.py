@@ -46,7 +46,8 @@ def vision_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | No
 def llm_prefill_gflops(plan: Plan, model: ReferenceModel | None = None) -> float | None:
     """Estimated LLM prefill GFLOPs for the image alone: ``token_count + text_tokens`` tokens, no prompt text.
 
-    0.0 for an encoder without a language model; None when the strategy names no reference model (``StrategyInfo.reference_model``).
+    0.0 for an encoder without a language model; None when the strategy names no reference model
+    (``StrategyInfo.reference_model``).
     """
     model = model or _reference_model(plan)
     if model is None:
@@ -115,7 +116,8 @@ def plan_metrics(plan: Plan) -> dict[str, Any]:
       covers everything); ``tile_coverage``: the same over the tiles alone.
     - ``pixels_per_token``: original ``W·H / token_count`` (None when the plan has no tokens).
     - ``vision_gflops``, ``llm_prefill_gflops``: compute *estimates* in GFLOPs for the strategy's reference model
-      (``StrategyInfo.reference_model``; None for a strategy that names none). ``vision_model`` / ``llm_model``: their names.
+      (``StrategyInfo.reference_model``; None for a strategy that names none). ``vision_model`` /
+      ``llm_model``: their names.
     """
     w, h = plan.image_size
     image_box = whole(plan.image_size)

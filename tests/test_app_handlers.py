@@ -301,3 +301,24 @@ def test_display_text_needs_no_gradio():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def strategy_lists():
+    """The choices the built demo offers: the Slice dropdown, the Compare list and the Pack tiling choice."""
+    from gridvlm.app import build_demo
+
+    demo = build_demo()
+    by_id = {getattr(c, "elem_id", None): c for c in demo.blocks.values()}
+    return {key: [value for _label, value in by_id[key].choices]
+            for key in ("strategy", "compare-strategies", "pack-tiling")}
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_is_offered_in_every_tab(strategy_lists, name):
+    for offered in strategy_lists.values():
+        assert name in offered
+    family = gridvlm.strategy_info(name).family
+    narrowed = slice_tab.choose_family(family, name)
+    assert name in narrowed["choices"] and narrowed["value"] == name
+    assert set(narrowed["choices"]) == set(gridvlm.list_strategies(family))

@@ -56,3 +56,13 @@ def test_strategy_info_describes_every_parameter(name):
         assert spec.default is None or isinstance(spec.default, spec.type)
         assert spec.range is None or spec.kind in ("int", "float")
     assert gridvlm.plan((640, 480), name, **info.defaults).params == info.defaults
+
+
+def test_families_partition_the_strategies_in_listing_order():
+    families = gridvlm.list_families()
+    grouped = [name for family in families for name in gridvlm.list_strategies(family)]
+    assert sorted(grouped) == sorted(gridvlm.list_strategies())
+    assert len(set(families)) == len(families)
+    for family in families:
+        names = gridvlm.list_strategies(family)
+        assert names and names == [n for n in gridvlm.list_strategies() if gridvlm.strategy_info(n).family == family]

@@ -156,3 +156,25 @@ def test_packing_vs_tiling_figure_accepts_stats_and_dicts():
     assert len(fig.data) == 6
     padded = [t for t in fig.data if t.name == "padded batch"]
     assert padded[0].y[0] == 3 * 512 and padded[2].y[0] == 3 * 512**2
+
+
+@pytest.mark.parametrize("name", gridvlm.list_strategies())
+def test_attention_windows_are_drawn_on_request(name):
+    plan = gridvlm.plan((1024, 768), name)
+    windows = [s for s in plan_figure(plan, show_windows=True).layout.shapes if s.name == "attention window"]
+    assert [(s.x0, s.y0, s.x1, s.y1) for s in windows] == [tuple(w) for w in plan.windows]
+    assert not [s for s in plan_figure(plan).layout.shapes if s.name == "attention window"]
+
+
+@pytest.mark.parametrize("name", gridvlm.list_strategies())
+def test_a_row_break_marker_ends_every_token_row(name):
+    plan = gridvlm.plan((1024, 768), name)
+    token = gridvlm.strategy_info(name).row_break_token
+    markers = [t for t in plan_figure(plan).data if token is not None and t.name == token]
+    if token is None:
+        return
+    (trace,) = markers
+    assert len(trace.x) == sum(v.token_grid[0] for v in plan.views)
+    view = plan.views[0]
+    assert max(trace.x) == pytest.approx(view.box[2] + (view.input_size[0] - view.content_box[2])
+                                         * (view.box[2] - view.box[0]) / (view.content_box[2] - view.content_box[0]))

@@ -25,7 +25,7 @@ def compare(ws: ui.Workspace | None, strategies: list[str], use_budget: bool, ma
 
 def build_compare_tab(ws: gr.State) -> None:
     """The Compare tab; call inside the demo's Blocks with the user's image state (filled by the Slice tab)."""
-    names = gridvlm.list_strategies()
+    names = ui.strategy_choices()
     with gr.Tab("Compare", id="compare") as tab:
         with gr.Row():
             chosen = gr.CheckboxGroup(names, value=names, label="Strategies", elem_id="compare-strategies")

@@ -49,7 +49,7 @@ def build_pack_tab(state_ttl_s: float) -> None:
                                       info="Larger images are shrunk (aspect kept) to this many patches")
             with gr.Column():
                 order = gr.Radio(["given", "first-fit-decreasing"], value="given", label="Packing order")
-                tiling = gr.Dropdown(gridvlm.list_strategies(), value=ui.DEFAULT_STRATEGY,
+                tiling = gr.Dropdown(ui.strategy_choices(), value=ui.DEFAULT_STRATEGY, elem_id="pack-tiling",
                                      label="Tiling strategy to compare")
                 run = gr.Button("Pack", variant="primary", elem_id="pack-run")
         summary = gr.Markdown(elem_id="pack-summary")

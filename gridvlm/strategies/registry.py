@@ -136,7 +136,8 @@ class StrategyInfo:
     # (pixels, plan) -> the recipe for that plan. The normalisation never varies: it is the encoder's.
     pixels_for: Callable[[PixelRecipe, Plan], PixelRecipe] | None = field(default=None, repr=False, compare=False)
     reference_model: ReferenceModel | None = None  # encoder + LLM shapes for the compute estimates; None = unknown
-    vectors: tuple[str, ...] = ()  # variant keys of the public reference vectors that check it; () = no runnable reference
+    # Variant keys of the public reference vectors that check it; () = no runnable reference (the rule is the spec).
+    vectors: tuple[str, ...] = ()
     order: float = 1000.0  # place in listings: lower first, then by name
     # The marker the prompt writes after each token row of a view (Pixtral's [IMG_BREAK], Fuyu's |NEWLINE|),
     # counted in text_tokens and drawn at each row's end; None = no per-row marker.
