@@ -56,10 +56,11 @@ def test_record_is_plain_and_rebuilds_the_models_own_inputs(vlm, native_reply):
     import json
 
     image, prepared, sequence, record = native_reply
-    json.dumps({k: v for k, v in record.items() if k != "image"})  # everything but the image is plain JSON
+    assert isinstance(record, A.ReplyRecord)
+    json.dumps({k: v for k, v in record.to_dict().items() if k != "image"})  # everything but the image is plain JSON
     copy.deepcopy(record)  # gr.State copies it
-    assert len(record["answer_tokens"]) == ANSWER
-    assert len(record["visual_positions"]) == prepared.visual_tokens == vlm.native_plan(image).token_count
+    assert len(record.answer_tokens) == ANSWER
+    assert len(record.visual_positions) == prepared.visual_tokens == vlm.native_plan(image).token_count
     embeds, visual, layout = A.rebuild_inputs(vlm, record)
     assert embeds.shape[1] == len(sequence) and len(layout) == len(visual)
 
@@ -114,7 +115,7 @@ def test_one_head_and_max_differ_from_mean_and_are_cached(vlm, native_reply):
     top = P.show_attention(record, P.WHOLE, 1, 1, "max", 0, P.SOURCES[0], 0.5)[2].data[0].y
     assert not np.allclose(mean, one) and sum(top) >= sum(
         P.show_attention(record, P.WHOLE, 1, 1, "mean", 0, P.SOURCES[0], 0.5)[2].data[0].y)
-    assert ("llm", record["id"], 2) in P._CACHE
+    assert ("llm", record.id, 2) in P._CACHE
 
 
 def test_vision_source_on_a_non_native_plan(vlm):
