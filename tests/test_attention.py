@@ -63,7 +63,7 @@ def eager_attentions(vlm, embeds=None, inputs=None):
                 out = lm(inputs_embeds=embeds, output_attentions=True, use_cache=False)
     finally:
         lm.set_attn_implementation(before)
-    assert len(out.attentions) == len(lm.layers) and out.attentions[0].numel()  # trap 6: never empty here
+    assert len(out.attentions) == len(lm.layers) and out.attentions[0].numel()  # eager: SDPA would return an empty tuple
     return torch.stack([a[0] for a in out.attentions]).numpy()
 
 
