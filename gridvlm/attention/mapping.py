@@ -90,6 +90,20 @@ class LayoutBuilder:
     def newline(self, row: int, feat_row: int) -> None:
         self._add(NEWLINE, -1, row, -1, feat_row, -1)
 
+    def rows_with_newlines(self, view, row, col, feat_row, feat_col) -> None:
+        """A feature map given as (h, w) arrays, row by row, each row followed by a newline (whose grid row and
+        feature row are the row's first feature's)."""
+        view, row, col, feat_row, feat_col = np.broadcast_arrays(view, row, col, feat_row, feat_col)
+        h = view.shape[0]
+        ends = np.full((h, 1), -1)
+
+        def with_end(a, end):  # (h, w) → (h·(w + 1),)
+            return np.concatenate((a, end), axis=1).reshape(-1)
+
+        kinds = np.concatenate((np.full(view.shape, FEATURE), np.full((h, 1), NEWLINE)), axis=1).reshape(-1)
+        self._add(kinds, with_end(view, ends), with_end(row, row[:, :1]), with_end(col, ends),
+                  with_end(feat_row, feat_row[:, :1]), with_end(feat_col, ends))
+
     def separators(self, count: int = 1) -> None:
         self._add(np.full(count, SEPARATOR), -1, -1, -1, -1, -1)
 

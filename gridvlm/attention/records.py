@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from ..geometry import Plan
-from .capture import feature_attention_layer, llm_attention, resolve_layers, text_layers, vision_attention, \
-    vision_layers, writer_rows
+from .capture import llm_attention, resolve_layers, text_layers, vision_attention, vision_layers, writer_rows
 from .errors import AttentionError
 from .mapping import Layout, ViewMaps, map_to_views, vision_view_maps
 

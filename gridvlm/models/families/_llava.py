@@ -111,10 +111,9 @@ class LlavaAdapter(ModelAdapter):
             _, cols = plan.grid
             lay.features(0, -1, -1, cells // g, cells % g)  # the global view: one g × g block
             fmap = _AnyresMap.of(plan, g)
-            src_c = np.asarray(sample_centres(fmap.pad_c, fmap.kept_c, fmap.out_c))  # columns on the whole map
-            for r in sample_centres(fmap.pad_r, fmap.kept_r, fmap.out_r):
-                lay.features(1 + (r // g) * cols + src_c // g, r // g, src_c // g, r % g, src_c % g)
-                lay.newline(r // g, r % g)
+            r = np.asarray(sample_centres(fmap.pad_r, fmap.kept_r, fmap.out_r))[:, None]  # rows on the whole map
+            c = np.asarray(sample_centres(fmap.pad_c, fmap.kept_c, fmap.out_c))[None, :]  # columns
+            lay.rows_with_newlines(1 + (r // g) * cols + c // g, r // g, c // g, r % g, c % g)
         else:
             views, tile_at = plan.views, _tile_indices(plan)
             for i, v in enumerate(views):
@@ -122,14 +121,11 @@ class LlavaAdapter(ModelAdapter):
                     lay.features(i, -1, -1, cells // g, cells % g)
                 elif i == tile_at[0] and _fills_grid(plan):  # the tiles as one (rows·g) × (cols·g) map
                     rows, cols = plan.grid
-                    fcols = np.arange(cols * g)
-                    for r in range(rows * g):
-                        lay.features(tile_at[0] + (r // g) * cols + fcols // g, r // g, fcols // g, r % g, fcols % g)
-                        lay.newline(r // g, r % g)
+                    r, c = np.arange(rows * g)[:, None], np.arange(cols * g)[None, :]
+                    lay.rows_with_newlines(tile_at[0] + (r // g) * cols + c // g, r // g, c // g, r % g, c % g)
                 elif not _fills_grid(plan):  # one g × g map per tile
-                    for r in range(g):
-                        lay.features(i, v.row, v.col, r, cells[:g])
-                        lay.newline(v.row, r)
+                    r, c = cells[:g, None], cells[None, :g]
+                    lay.rows_with_newlines(i, v.row, v.col, r, c)
         return lay.build([(g, g)] * plan.num_views)
 
     # ---- plan mode
