@@ -7,8 +7,8 @@ Three passes over the same finished reply (prompt with its visual positions + th
 - generation: `model.generate` of the answer from the prompt (SDPA, KV cache): what a chat turn costs anyway;
 - capture: `gridvlm.attention.llm_attention`, every layer, heads averaged, rows = question + answer tokens,
   columns = visual positions; one extra SDPA forward with the hooks;
-- output_attentions: the language model with eager attention and output_attentions=True (trap 6: SDPA returns
-  nothing), every layer's full (heads, S, S) weights.
+- output_attentions: the language model with eager attention and output_attentions=True (under SDPA
+  transformers returns an empty tuple without an error), every layer's full (heads, S, S) weights.
 
 Memory, extra over a plain forward of the same sequence:
 - CUDA: torch.cuda.max_memory_allocated() during the pass minus the memory allocated before it (exact);

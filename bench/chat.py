@@ -105,7 +105,6 @@ def real_size_vlm(device):
     from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, MistralConfig
 
     from gridvlm.models import load_vlm, make_tiny_vlm
-    from gridvlm.models.families import geometry_of
     from gridvlm.models.loading import VLM
     from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS
 
@@ -130,7 +129,7 @@ def real_size_vlm(device):
     model.generation_config.pad_token_id = tiny.tokenizer.pad_token_id
     return VLM(model_id="llava-next-7b-shaped (random weights)", family=tiny.family, model=model,
                processor=tiny.processor, tokenizer=tiny.tokenizer,
-               geometry=geometry_of(config, tiny.family, tiny.processor.image_processor), device=device,
+               geometry=tiny.family.read_geometry(config, tiny.processor.image_processor), device=device,
                dtype=torch.bfloat16, random_weights=True)
 
 

@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import gridvlm  # noqa: E402
+from gridvlm import Plan  # noqa: E402
 from gridvlm import attention as A  # noqa: E402
 from gridvlm.models import load_vlm, make_tiny_vlm  # noqa: E402
 from gridvlm.strategies.anyres import unpadded_size  # noqa: E402
@@ -183,8 +184,8 @@ def test_layout_survives_a_json_round_trip(layouts):
     vlm, plan, layout = layouts["internvl grid, thumbnail last"]
     vector = np.random.default_rng(0).random(len(layout))
     direct = A.map_to_views(vector, layout, plan)
-    stored = json.loads(json.dumps({"layout": A.layout_columns(layout), "plan": plan.to_dict()}))
-    again = A.map_to_views(vector, stored["layout"], stored["plan"])
+    stored = json.loads(json.dumps({"layout": layout.to_dict(), "plan": plan.to_dict()}))
+    again = A.map_to_views(vector, A.Layout.from_dict(stored["layout"]), Plan.from_dict(stored["plan"]))
     assert all(np.array_equal(a, b) for a, b in zip(direct.maps, again.maps))
     assert again.newline_mass == direct.newline_mass and again.labels[-1] == "global view"
 

@@ -56,10 +56,11 @@ def test_record_is_plain_and_rebuilds_the_models_own_inputs(vlm, native_reply):
     import json
 
     image, prepared, sequence, record = native_reply
-    json.dumps({k: v for k, v in record.items() if k != "image"})  # everything but the image is plain JSON
+    assert isinstance(record, A.ReplyRecord)
+    json.dumps({k: v for k, v in record.to_dict().items() if k != "image"})  # everything but the image is plain JSON
     copy.deepcopy(record)  # gr.State copies it
-    assert len(record["answer_tokens"]) == ANSWER
-    assert len(record["visual_positions"]) == prepared.visual_tokens == vlm.native_plan(image).token_count
+    assert len(record.answer_tokens) == ANSWER
+    assert len(record.visual_positions) == prepared.visual_tokens == vlm.native_plan(image).token_count
     embeds, visual, layout = A.rebuild_inputs(vlm, record)
     assert embeds.shape[1] == len(sequence) and len(layout) == len(visual)
 
@@ -114,7 +115,7 @@ def test_one_head_and_max_differ_from_mean_and_are_cached(vlm, native_reply):
     top = P.show_attention(record, P.WHOLE, 1, 1, "max", 0, P.SOURCES[0], 0.5)[2].data[0].y
     assert not np.allclose(mean, one) and sum(top) >= sum(
         P.show_attention(record, P.WHOLE, 1, 1, "mean", 0, P.SOURCES[0], 0.5)[2].data[0].y)
-    assert ("llm", record["id"], 2) in P._CACHE
+    assert ("llm", record.id, 2) in P._CACHE
 
 
 def test_vision_source_on_a_non_native_plan(vlm):
@@ -176,3 +177,27 @@ def test_importing_attention_loads_no_torch():
 
     code = "import sys, gridvlm.attention; assert 'torch' not in sys.modules and 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_attention_maps_from_a_record_and_choices(vlm, native_reply):
+    """The library function the panel draws from: shares sum to 1, rows and layers pick what they say."""
+    image, prepared, sequence, record = native_reply
+    seen = {}
+
+    def keep(key, compute):
+        return seen.setdefault(key, compute())
+
+    whole = A.attention_maps(record, A.WHOLE_ANSWER, (0, 1), "mean", A.LLM, cached=keep)
+    assert sum(whole.shares.values()) == pytest.approx(1.0) and whole.layers == (0, 1)
+    assert list(seen) == [("llm", record.id, "mean")]
+    per_token = [A.attention_maps(record, k, (0, 1), cached=keep).view_maps.total for k in range(ANSWER)]
+    assert whole.view_maps.total == pytest.approx(np.mean(per_token))  # the answer's rows, averaged
+    assert A.attention_maps(record, record.row_choices()[3], (0, 1), cached=keep).view_maps.total == \
+        pytest.approx(per_token[1])  # a picker entry names its token's row
+    assert len(seen) == 1  # other rows and layers: no new pass
+    vision = A.attention_maps(record, source=A.VISION)
+    assert vision.layers == (0, 0) and vision.shares["newlines"] == 0
+    with pytest.raises(A.AttentionError, match="the answer has 4 tokens"):
+        A.attention_maps(record, 9, cached=keep)
+    with pytest.raises(A.AttentionError, match="source must be"):
+        A.attention_maps(record, source="ears")

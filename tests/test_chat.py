@@ -73,7 +73,7 @@ def test_two_streamed_turns_carry_the_first_turn(vlm, image, prompts):
     turn1 = list(app_chat.respond("What is in the picture?", [], image, plan_dict, TINY, "none", app_chat.NATIVE,
                                   max_new_tokens=N, min_new_tokens=N))
     history, box, record = turn1[-1]
-    assert box == "" and record["answer_tokens"]
+    assert box == "" and record.answer_tokens
     assert all(t[2] == gr.skip() for t in turn1[:-1])  # the record arrives with the finished reply only
     assert [m["role"] for m in history] == ["user", "assistant"]
     first_reply = history[1]["content"]
@@ -191,8 +191,8 @@ def test_respond_stores_a_record_the_attention_panel_draws(vlm, image):
     plan = gridvlm.plan(image, "llava-uhd")
     *_, (history, _, record) = app_chat.respond("Where is the sky?", [], image, plan.to_dict(), TINY, "none",
                                                 app_chat.SLICE_PLAN, max_new_tokens=N, min_new_tokens=N)
-    assert record["plan"] == plan.to_dict() and len(record["answer_tokens"]) == N
-    assert record["prompt_tokens"] + N == len(record["sequence_ids"])
+    assert record.plan == plan and len(record.answer_tokens) == N
+    assert record.prompt_tokens + N == len(record.sequence_ids)
     token, first, last, _ = P.controls_for(record, P.SOURCES[0])
     assert token["choices"][2].startswith("0: ") and (first["value"], last["value"]) == (0, 1)
     overlay, glob, mass, summary = P.redraw(record, token["choices"][3], 0, 1, "mean", 0, P.SOURCES[0], 0.5, True)
@@ -214,9 +214,9 @@ def test_random_weights_write_a_few_tokens(vlm, image, monkeypatch):
     original = conversation.generate_kwargs
     monkeypatch.setattr(conversation, "generate_kwargs", lambda *a: seen.append(a[-1]) or original(*a))
     *_, (_, _, record) = app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=20)
-    assert seen == [app_chat.RANDOM_MIN_NEW_TOKENS] and len(record["answer_tokens"]) >= app_chat.RANDOM_MIN_NEW_TOKENS
+    assert seen == [app_chat.RANDOM_MIN_NEW_TOKENS] and len(record.answer_tokens) >= app_chat.RANDOM_MIN_NEW_TOKENS
     *_, (_, _, record) = app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=3)
-    assert seen[-1] == 3 and len(record["answer_tokens"]) == 3  # never more than asked for
+    assert seen[-1] == 3 and len(record.answer_tokens) == 3  # never more than asked for
 
 
 def test_chat_and_attention_errors_are_readable(image):
@@ -242,11 +242,10 @@ def test_app_has_the_chat_tab_and_its_attention_panel():
 
 def test_view_pixels_are_what_encode_feeds_the_tower(vlm, image):
     from gridvlm.models import view_pixels
-    from gridvlm.models.visual import _pixels
 
     plan = vlm.native_plan(image)
     got = view_pixels(vlm, image, "native")
     assert got.shape == (plan.num_views, 3, 336, 336)
-    assert (got == _pixels(vlm, image, plan, exact=True)).all()
-    internvl = gridvlm.plan(image, "internvl")
-    assert view_pixels(vlm, image, internvl.to_dict()).shape == (internvl.num_views, 3, 336, 336)
+    assert (got == view_pixels(vlm, image, plan, exact=True)).all()
+    internvl = gridvlm.Plan.from_dict(gridvlm.plan(image, "internvl").to_dict())
+    assert view_pixels(vlm, image, internvl).shape == (internvl.num_views, 3, 336, 336)

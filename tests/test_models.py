@@ -17,10 +17,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import gridvlm  # noqa: E402
-from gridvlm.models import ModelError, load_vlm, make_tiny_vlm, prepare_inputs  # noqa: E402
+from gridvlm import Plan  # noqa: E402
+from gridvlm.models import ModelError, list_adapters, load_vlm, make_tiny_vlm, prepare_inputs  # noqa: E402
 from gridvlm.models.visual import encode  # noqa: E402
 
-FAMILIES = ["llava-next", "llava-onevision"]
+FAMILIES = list_adapters()  # every registered family is tested the moment its module exists
+TILE_SIDE = {"llava-next": 336, "llava-onevision": 384}  # the real checkpoints' encoder input, where known
 SIZES = [(500, 400), (1024, 768), (300, 900)]
 
 
@@ -78,8 +80,9 @@ def test_tiny_checkpoint_is_marked_and_loads_with_transformers(tiny_dirs, family
     assert json.loads((directory / "config.json").read_text())["gridvlm_random_weights"] is True
     assert "random weights" in (directory / "README.md").read_text()
     config = transformers.AutoConfig.from_pretrained(directory)
-    assert config.vision_config.image_size == {"llava-next": 336, "llava-onevision": 384}[family]
-    assert config.vision_config.patch_size == 14
+    if family in TILE_SIDE:
+        assert config.vision_config.image_size == TILE_SIDE[family]
+        assert config.vision_config.patch_size == 14
     assert config.image_token_id < config.text_config.vocab_size
 
 
@@ -213,9 +216,54 @@ def test_plan_as_dict_and_wrong_image(vlms):
     vlm = vlms["llava-next"]
     image = noise_image(500, 400)
     p = vlm.native_plan(image)
-    assert torch.equal(encode(vlm, image, p.to_dict()).embeds, encode(vlm, image, "native").embeds)
+    assert torch.equal(encode(vlm, image, Plan.from_dict(p.to_dict())).embeds, encode(vlm, image, "native").embeds)
     with pytest.raises(ModelError, match="500×400 image but this image is 300×900"):
         encode(vlm, noise_image(300, 900), p)
+
+
+# ------------------------------------------------------------------------------------------------ registry and cache
+
+
+def test_adapters_are_discovered_and_name_their_strategy():
+    from gridvlm.models.adapter import get_adapter
+
+    assert {"llava-next", "llava-onevision"} <= set(FAMILIES)
+    seen = set()
+    for name in FAMILIES:
+        adapter = get_adapter(name)
+        assert adapter.name == name and name in gridvlm.list_strategies()  # its native plan is a strategy's
+        assert not seen & set(adapter.model_types)
+        seen |= set(adapter.model_types)
+    with pytest.raises(ModelError, match="no model family 'nope'"):
+        get_adapter("nope")
+    with pytest.raises(ModelError, match="make_tiny_vlm builds 'llava-next'"):
+        make_tiny_vlm("unused", "nope")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layout_without_the_model_counts_what_encode_gives(vlms, family):
+    """The adapter's layout is arithmetic on the plan: equal to the encoded sequence's, position by position."""
+    from gridvlm.models import count_positions
+
+    vlm = vlms[family]
+    image = noise_image(900, 500)
+    for p in (vlm.native_plan(image), gridvlm.plan(image, "internvl")):
+        seq = encode(vlm, image, p)
+        layout = vlm.family.layout(vlm.geometry, p)
+        assert count_positions(vlm, p) == len(layout) == len(seq)
+        assert layout.to_dict() == seq.layout.to_dict()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spellings_of_one_directory_are_one_model(vlms, tiny_dirs, family, monkeypatch):
+    from gridvlm.models import is_loaded
+
+    directory = tiny_dirs[family]
+    monkeypatch.chdir(directory.parent)
+    for spelling in (str(directory), f"{directory}/", directory.name, f"{directory.name}/", f"./{directory.name}"):
+        assert load_vlm(spelling, device="cpu") is vlms[family], spelling
+        assert is_loaded(spelling)
+    assert not is_loaded(f"./{directory.name}", quantization="4bit")
 
 
 # ------------------------------------------------------------------------------------------------ failures

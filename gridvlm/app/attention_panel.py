@@ -1,9 +1,10 @@
 """The Chat tab's attention panel: where the model looked while it answered.
 
 `build_attention_panel(chat_state)` creates the controls and figures inside the current ``gr.Blocks`` context and
-wires them; `chat_state` is the gr.State holding the last reply's `gridvlm.attention.reply_record(...)` (a plain
-dict: model key, image, plan dict, sequence ids, visual positions, answer tokens). Handlers are module-level
-functions of plain values (tests call them directly); the model is the shared `load_vlm` cache entry.
+wires them; `chat_state` is the gr.State holding the last reply's `gridvlm.attention.ReplyRecord` (made by
+`reply_record`). Handlers are module-level functions of plain values (tests call them directly); the model is
+the shared `load_vlm` cache entry. What the attention is comes from `gridvlm.attention.attention_maps`; this
+module keeps the captured weights and draws.
 
 The captured weights of a reply are cached per (reply, source, heads), so moving the token picker, the layer
 sliders or the opacity re-draws without running the model again.
@@ -15,17 +16,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
-
 from gridvlm import attention as A
 from gridvlm import viz
 from gridvlm.errors import GridVLMError
-from gridvlm.geometry import Plan
 from .errors import for_people
 
-WHOLE = "whole answer"
-QUESTION = "question (after the image)"
-SOURCES = ("LLM → image", "vision encoder")
+WHOLE, QUESTION = A.WHOLE_ANSWER, A.QUESTION
+SOURCES = A.SOURCES
 HEAD_MODES = ("mean", "max", "one head")
 HEAT_LONG_SIDE = 256  # heat cells on the image's long side
 CACHE_SIZE = 4  # captured replies kept (LLM: layers × rows × visual positions float32 each)
@@ -38,48 +35,34 @@ _CACHE_LOCK = threading.Lock()
 # Handlers
 
 
-def token_choices(record: dict | None) -> list[str]:
+def token_choices(record: A.ReplyRecord | None) -> list[str]:
     """The token picker's entries: the whole answer, the question, then "k: token" per answer token."""
-    if not record:
-        return [WHOLE]
-    return [WHOLE, QUESTION] + [f"{k}: {tok!r}" for k, tok in enumerate(record["answer_tokens"])]
+    return record.row_choices() if record else [WHOLE]
 
 
-def controls_for(record: dict | None, source: str) -> tuple[dict, dict, dict, dict]:
-    """gr.update dicts for (token picker, first layer, last layer, head index) after a reply or a source switch.
-
-    LLM: every layer by default; vision encoder: the layer that makes the features the LLM reads."""
+def controls_for(record: A.ReplyRecord | None, source: str) -> tuple[dict, dict, dict, dict]:
+    """gr.update dicts for (token picker, first layer, last layer, head index) after a reply or a source switch."""
     if not record:
         return (_update(choices=[WHOLE], value=WHOLE), _update(maximum=1, value=0), _update(maximum=1, value=0),
                 _update(maximum=1, value=0))
-    if source == SOURCES[1]:
-        n, heads = record["vision_layers"], record["vision_heads"]
-        first = last = record["vision_feature_attention_layer"]
-    else:
-        n, heads = record["text_layers"], record["text_heads"]
-        first, last = 0, n - 1
-    top = max(1, n - 1)  # a slider needs minimum < maximum
-    return (_update(choices=token_choices(record), value=WHOLE), _update(maximum=top, value=first),
-            _update(maximum=top, value=last), _update(maximum=max(1, heads - 1), value=0))
+    layers = record.layer_choice(source)
+    top = max(1, layers.count - 1)  # a slider needs minimum < maximum
+    return (_update(choices=token_choices(record), value=WHOLE), _update(maximum=top, value=layers.first),
+            _update(maximum=top, value=layers.last), _update(maximum=max(1, layers.heads - 1), value=0))
 
 
-def show_attention(record: dict | None, token: str, first_layer: float, last_layer: float, head_mode: str,
+def show_attention(record: A.ReplyRecord | None, token: str, first_layer: float, last_layer: float, head_mode: str,
                    head_index: float, source: str, opacity: float) -> tuple[Any, Any, Any, str]:
     """(overlay figure, global-view figure, mass bar chart, summary) for the chosen token, layers and heads."""
     if not record:
         raise GridVLMError("no reply yet: chat about an image first, then look at where the model attended")
-    plan = Plan.from_dict(record["plan"])
     heads = int(head_index) if head_mode == "one head" else head_mode
     first, last = sorted((int(first_layer), int(last_layer)))
-    if source == SOURCES[1]:
-        maps = A.vision_view_maps(_vision_maps(record, first, last, heads), plan)
-        what = f"vision encoder, layers {first}–{last}"
-    else:
-        weights, layout = _llm_weights(record, heads)  # (all layers, rows, visual)
-        vector = _pick_rows(record, weights[first:last + 1].mean(axis=0), token)  # (visual,)
-        maps = A.map_to_views(vector, layout, plan)
-        what = f"LLM layers {first}–{last}, {token}"
+    result = A.attention_maps(record, token, (first, last), heads, source, cached=_cached)
+    what = (f"vision encoder, layers {first}–{last}" if source == A.VISION
+            else f"LLM layers {first}–{last}, {token}")
     head_text = f"head {heads}" if isinstance(heads, int) else f"{heads} over heads"
+    plan, maps = record.plan, result.view_maps
     size = A.heat_size(plan.image_size, HEAT_LONG_SIDE)
     image = _preview(record)
     overlay = viz.attention_figure(plan, image, A.to_image(maps, plan, size), opacity,
@@ -87,15 +70,14 @@ def show_attention(record: dict | None, token: str, first_layer: float, last_lay
     glob = viz.attention_figure(plan, image, A.to_image(maps, plan, size, which="global"), opacity,
                                 title="global view", show_tiles=False)
     mass = viz.attention_mass_figure(maps.masses())
-    total = maps.total or 1.0
-    summary = (f"**{what}** · {head_text}. Share of the attention to the image: tiles "
-               f"{100 * sum(m for l, m in maps.masses().items() if l.startswith('tile')) / total:.1f}%, "
-               f"global view {100 * maps.masses().get('global view', 0.0) / total:.1f}%, "
-               f"newlines {100 * maps.newline_mass / total:.1f}% (separators, not pixels: an attention sink).")
+    shares = result.shares
+    summary = (f"**{what}** · {head_text}. Share of the attention to the image: tiles {100 * shares['tiles']:.1f}%, "
+               f"global view {100 * shares['global view']:.1f}%, newlines {100 * shares['newlines']:.1f}% "
+               "(separators, not pixels: an attention sink).")
     return overlay, glob, mass, summary
 
 
-def redraw(record: dict | None, token: str, first_layer: float, last_layer: float, head_mode: str,
+def redraw(record: A.ReplyRecord | None, token: str, first_layer: float, last_layer: float, head_mode: str,
            head_index: float, source: str, opacity: float, panel_open: bool) -> tuple:
     """The figures after an event that is not a request to draw (a new reply, a source switch, opening the panel):
     nothing while the panel is closed (no extra pass for a panel nobody looks at), empty figures when there is no
@@ -107,19 +89,6 @@ def redraw(record: dict | None, token: str, first_layer: float, last_layer: floa
     if not record:
         return None, None, None, ""
     return show_attention(record, token, first_layer, last_layer, head_mode, head_index, source, opacity)
-
-
-def _pick_rows(record: dict, weights: np.ndarray, token: str) -> np.ndarray:
-    """(rows, visual) → (visual,): the chosen answer token's row, or the mean over the answer / question rows."""
-    question, answer = A.query_rows(record)
-    if token == QUESTION:
-        return weights[: len(question)].mean(axis=0)
-    if token in (WHOLE, None, ""):
-        return weights[len(question):].mean(axis=0)
-    k = int(str(token).split(":", 1)[0])
-    if not 0 <= k < len(answer):
-        raise GridVLMError(f"the answer has {len(answer)} tokens; pick one of 0…{len(answer) - 1}")
-    return weights[len(question) + k]
 
 
 def _cached(key: tuple, compute):
@@ -135,39 +104,14 @@ def _cached(key: tuple, compute):
     return value
 
 
-def _llm_weights(record: dict, heads: str | int) -> tuple[np.ndarray, Any]:
-    """Every layer's attention from the question and answer rows to the visual positions, one extra pass."""
-
-    def compute():
-        from gridvlm.models import load_vlm
-
-        vlm = load_vlm(**record["model"])
-        embeds, visual, layout = A.rebuild_inputs(vlm, record)
-        question, answer = A.query_rows(record)
-        rows = np.concatenate((question, answer))
-        return A.llm_attention(vlm, embeds, visual, rows, layers=None, heads=heads), layout
-
-    return _cached(("llm", record["id"], heads), compute)
-
-
-def _vision_maps(record: dict, first: int, last: int, heads: str | int) -> np.ndarray:
-    def compute():
-        from gridvlm.models import load_vlm
-
-        vlm = load_vlm(**record["model"])
-        return A.vision_attention(vlm, record["image"], record["plan"], layers=(first, last), heads=heads)
-
-    return _cached(("vision", record["id"], first, last, heads), compute)
-
-
-def _preview(record: dict):
+def _preview(record: A.ReplyRecord):
     def compute():
         from gridvlm.imaging import load_image
 
-        image = record["image"]
+        image = record.image
         return viz.preview(image if hasattr(image, "mode") else load_image(image))
 
-    return _cached(("preview", record["id"]), compute)
+    return _cached(("preview", record.id), compute)
 
 
 def _update(**kwargs) -> dict:
@@ -184,7 +128,7 @@ def _update(**kwargs) -> dict:
 
 def build_attention_panel(chat_state: Any) -> dict[str, Any]:
     """Controls and figures of the attention panel, created in the current Blocks context and wired to
-    `chat_state` (its value: a reply_record dict, or None before the first reply). Returns the components by
+    `chat_state` (its value: a ReplyRecord, or None before the first reply). Returns the components by
     name; after each reply the Chat tab triggers ``refresh`` (the controls) then ``redraw`` (the figures, only
     while the panel is open): ``reply_event.success(**panel["refresh"]).then(**panel["redraw"])``."""
     import gradio as gr

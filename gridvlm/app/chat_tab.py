@@ -4,7 +4,7 @@
 the Slice tab's image (a `gridvlm.ui.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
 Handlers are module-level functions of plain values (tests call them directly). Loaded models are shared by
 every user (gridvlm.models caches them); per-user data is the chat history, the user's choices and the last
-reply's record for the attention panel (`gridvlm.attention.reply_record`, in a gr.State).
+reply's record for the attention panel (a `gridvlm.attention.ReplyRecord`, in a gr.State).
 
 Default model: $GRIDVLM_MODEL; else llava-hf/llava-v1.6-mistral-7b-hf when a CUDA GPU is present; else a tiny
 random-weight LLaVA-NeXT built offline on first use ("random weights — answers are meaningless, geometry is real").
@@ -108,13 +108,10 @@ def load_model(choice: str, quantization: str, progress: gr.Progress = gr.Progre
 
 
 def model_status(vlm) -> str:
-    geo = vlm.geometry
-    pooling = f", anyres_max_{geo.max_features_tiles}" if geo.max_features_tiles else ""
     lines = [
         f"**{vlm.label}** — {vlm.family.name}, {vlm.device}, {str(vlm.dtype).removeprefix('torch.')}"
         f"{', ' + vlm.quantization if vlm.quantization else ''}",
-        f"Encoder: {geo.tile_size}-px views, patch {geo.patch_size} → {geo.features_side}×{geo.features_side} "
-        f"features per view{pooling}; context {vlm.context_length} tokens.",
+        f"Encoder: {vlm.geometry.describe()}; context {vlm.context_length} tokens.",
     ]
     if vlm.random_weights:
         lines.append(f"⚠️ **{TINY_LABEL}.**")
@@ -170,19 +167,17 @@ def usage_markdown(image_value: Any, plan_value: Any, choice: str, quantization:
         text += (f"\n\n⚠️ **Out of the model's training distribution**: {vlm.family.name} was trained on its own "
                  "slicing only; with this plan every view is encoded as if it were one of its own tiles"
                  + ("" if plan == "native" or plan.strategy == vlm.family.name
-                    else f" (resized to {vlm.geometry.tile_size}×{vlm.geometry.tile_size}, a newline after every "
-                         "feature row of the plan's grid)") + ". Answers may be worse.")
+                    else f" ({vlm.family.plan_mode_rule(vlm.geometry)})") + ". Answers may be worse.")
     return text
 
 
 def _is_loaded(choice: str, quantization: str) -> bool:
-    from gridvlm.models.loading import loaded_models
+    """Whether the choice is loaded: a status read, it never waits for another user's load."""
+    from gridvlm.models import is_loaded
 
     if choice in TINY_MODELS and choice not in _TINY_DIRS:
         return False
-    source = os.path.expanduser(_TINY_DIRS.get(choice, (choice or "").strip()))
-    q = None if quantization in (None, "none") else quantization
-    return any(v.model_id == source and v.quantization == q for v in loaded_models())
+    return is_loaded(_TINY_DIRS.get(choice, choice or ""), None if quantization in (None, "none") else quantization)
 
 
 # ---------------------------------------------------------------------------------------------------------------

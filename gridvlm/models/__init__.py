@@ -1,7 +1,8 @@
-"""transformers adapters: load a VLM, run it on any gridvlm plan, chat with it.
+"""Vision-language models through transformers: load one, run it on any gridvlm plan, chat with it.
 
-The only part of gridvlm that imports torch and transformers, and only when a name below is first used:
-`import gridvlm.models` itself loads neither (ModelError is cheap to import).
+One adapter per model family (`gridvlm/models/families/`, discovered; `list_adapters()`), and everything else
+generic over adapters. The only part of gridvlm that imports torch and transformers, and only when a name
+below is first used: `import gridvlm.models` itself loads neither (ModelError is cheap to import).
 
     vlm = load_vlm("llava-hf/llava-v1.6-mistral-7b-hf")      # or a make_tiny_vlm directory
     plan = vlm.native_plan(image)                             # the model's own slicing, read from its config
@@ -13,12 +14,19 @@ The only part of gridvlm that imports torch and transformers, and only when a na
 from .errors import ModelError
 
 _LAZY = {
+    "ModelAdapter": "adapter",
+    "register_adapter": "adapter",
+    "list_adapters": "adapter",
+    "get_adapter": "adapter",
     "VLM": "loading",
+    "ModelKey": "loading",
     "load_vlm": "loading",
+    "loaded_models": "loading",
+    "is_loaded": "loading",
     "clear_cache": "loading",
     "encode": "visual",
-    "Layout": "visual",
     "VisualSequence": "visual",
+    "Layout": "visual",
     "chat": "conversation",
     "prepare_inputs": "conversation",
     "PreparedInputs": "conversation",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..geometry import Plan
-from .visual import VisualSequence, count_positions, encode, resolve_plan
+from .visual import NATIVE, VisualSequence, count_positions, encode, resolve_plan, splice_visual
 from .errors import ModelError
 from .loading import VLM
 
@@ -88,7 +88,7 @@ class PreparedInputs:
         return self.kwargs["input_ids"]
 
 
-def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, message: str,
+def prepare_inputs(vlm: VLM, image: Any, plan: Plan | str, history: History, message: str,
                    max_new_tokens: int = 0) -> PreparedInputs:
     """Model inputs of one chat turn. plan="native": transformers' processor; else plan mode (gridvlm's path).
 
@@ -100,7 +100,7 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: Histo
 
     image = load_image(image)
     prompt = prompt_text(vlm, history, message)
-    if isinstance(plan, str) and plan == "native":
+    if isinstance(plan, str) and plan == NATIVE:
         inputs = vlm.processor(images=image, text=prompt, return_tensors="pt")
         kwargs = {k: v.to(vlm.device) for k, v in inputs.items() if hasattr(v, "to")}
         kwargs["pixel_values"] = kwargs["pixel_values"].to(vlm.model.dtype)
@@ -118,9 +118,7 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | dict | str, history: Histo
         positions = tuple(range(at, at + n_visual))
         filler = torch.full((n_visual,), vlm.image_token_id, dtype=ids.dtype)
         ids = torch.cat((ids[:at], filler, ids[at + 1:]))[None].to(vlm.device)  # (1, prompt tokens)
-        with torch.inference_mode():
-            embeds = vlm.model.get_input_embeddings()(ids)  # (1, prompt tokens, hidden)
-            embeds[0, at:at + n_visual] = visual.embeds.to(embeds.dtype)
+        embeds = splice_visual(vlm, ids, positions, visual.embeds)  # (1, prompt tokens, hidden)
         kwargs = {"input_ids": ids, "inputs_embeds": embeds, "attention_mask": torch.ones_like(ids)}
         ood = visual.out_of_distribution
     prepared = PreparedInputs(kwargs, int(kwargs["input_ids"].shape[1]), n_visual, resolved, visual, ood,
@@ -142,7 +140,7 @@ class PromptSize:
         return self.prompt_tokens + max_new_tokens <= self.context_length
 
 
-def prompt_size(vlm: VLM, image_size: tuple[int, int], plan: Plan | dict | str, history: History,
+def prompt_size(vlm: VLM, image_size: tuple[int, int], plan: Plan | str, history: History,
                 message: str) -> PromptSize:
     """Prompt and visual token counts of a turn; equal to what prepare_inputs builds (tested)."""
     resolved = resolve_plan(vlm, tuple(image_size), plan)
@@ -207,12 +205,12 @@ class ChatReply(Iterator[str]):
         self.sequence_ids = self.prepared.input_ids[0].tolist() + [int(t) for t in new]
 
 
-def chat(vlm: VLM, image: Any, plan: Plan | dict | str, history: History, message: str,
+def chat(vlm: VLM, image: Any, plan: Plan | str, history: History, message: str,
          max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, stream: bool = True,
          min_new_tokens: int | None = None) -> ChatReply:
     """Generate the assistant's reply to `message`, yielding the reply so far (each value replaces the last).
 
-    `plan`: "native" (transformers' own processing) or a gridvlm Plan / plan dict (plan mode). Greedy unless
+    `plan`: "native" (transformers' own processing) or a gridvlm Plan (plan mode). Greedy unless
     temperature > 0. `stream=False` yields once, the whole reply. Raises ModelError before generating when the
     prompt and max_new_tokens do not fit the model's context. The returned `ChatReply` also holds the turn's
     token ids once it is exhausted.

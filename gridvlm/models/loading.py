@@ -1,41 +1,67 @@
-"""Load a LLaVA-NeXT or LLaVA-OneVision checkpoint once, with its processor and its geometry.
+"""Load a checkpoint of any family gridvlm.models runs once, with its processor, its adapter and its geometry.
 
-`load_vlm` returns a `VLM`: the model, processor and tokenizer, the family, the encoder geometry read from the
-checkpoint, and whether the checkpoint says its weights are random. Loaded models are cached per
-(id, device, dtype, quantization): every user of the app shares one copy.
+`load_vlm` returns a `VLM`: the model, processor and tokenizer, the family's adapter, the encoder geometry read
+from the checkpoint, and whether the checkpoint says its weights are random. Loaded models are cached per
+`ModelKey` (source, device, dtype, quantization): every user of the app shares one copy.
+
+The cache never makes a reader wait: finished loads sit in a dict that is replaced, never changed in place, so
+`loaded_models` and `is_loaded` read it without a lock. Loading takes a lock per key only: a second caller of
+the same key waits for the first one's result; callers of other keys, and status reads, do not wait at all.
+Local paths are resolved, so `dir`, `dir/` and `./dir` are one model.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..geometry import Plan
+from .adapter import ModelAdapter, adapter_for_config
 from .errors import ModelError
-from .families import Family, Geometry, family_of, geometry_of, image_only_processor
 from .tiny import RANDOM_WEIGHTS_KEY, RANDOM_WEIGHTS_LABEL
 
 QUANTIZATIONS = ("4bit", "8bit")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+@dataclass(frozen=True)
+class ModelKey:
+    """What identifies a loaded model: plain values, so a chat record can keep it and load the model again."""
+
+    source: str  # hub id, or the resolved path of a local directory
+    device: str  # "cpu", "cuda", "cuda:1" …
+    dtype: str  # "float32", "bfloat16", "float16"
+    quantization: str | None = None
+    trust_remote_code: bool = False
+
+    def load(self) -> VLM:
+        """The loaded model (from the cache when it is there)."""
+        return load_vlm(self.source, self.device, self.dtype, self.quantization, self.trust_remote_code)
+
+
 @dataclass(eq=False)
 class VLM:
     """A loaded vision-language model and everything gridvlm needs to know about it."""
 
-    model_id: str  # hub id or local directory, as given
-    family: Family
-    model: Any  # LlavaNextForConditionalGeneration / LlavaOnevisionForConditionalGeneration, eval mode
+    model_id: str  # hub id, or the resolved path of a local directory
+    family: ModelAdapter  # what gridvlm knows about the model's family
+    model: Any  # the family's transformers model with a language-modelling head, eval mode
     processor: Any  # the checkpoint's processor (PIL image backend): the reference path
     tokenizer: Any
-    geometry: Geometry
+    geometry: Any  # the family's encoder geometry, read from the checkpoint (family.read_geometry)
     device: str  # "cpu", "cuda", "cuda:1" …
     dtype: Any  # torch.dtype of the weights
     quantization: str | None = None
     random_weights: bool = False  # the checkpoint says its weights are random (make_tiny_vlm)
+    trust_remote_code: bool = field(default=False, repr=False)
+
+    @property
+    def key(self) -> ModelKey:
+        return ModelKey(self.model_id, self.device, str(self.dtype).removeprefix("torch."), self.quantization,
+                        self.trust_remote_code)
 
     @property
     def context_length(self) -> int:
@@ -54,28 +80,36 @@ class VLM:
 
     def native_plan(self, image_or_size: Any) -> Plan:
         """The gridvlm plan of the model's own processing of this image, parameters read from the checkpoint."""
-        from .. import plan
-
-        return plan(image_or_size, self.family.name, **self.geometry.plan_params())
+        return self.family.native_plan(self.geometry, image_or_size)
 
     def is_native(self, p: Plan) -> bool:
         """True when `p` is exactly the plan the model's own processor would make."""
         return p.strategy == self.family.name and p == self.native_plan(p.image_size)
 
-    def encode(self, image: Any, plan: Plan | dict | str = "native"):
+    def encode(self, image: Any, plan: Plan | str = "native"):
         """The visual token sequence of `image` cut as `plan` (see `gridvlm.models.encode`)."""
         from .visual import encode
 
         return encode(self, image, plan)
 
 
-_CACHE: dict[tuple, VLM] = {}
-_CACHE_LOCK = threading.Lock()
+class _Pending:
+    """A load in progress: the first caller of a key loads, later callers wait on `done` for its outcome."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.vlm: VLM | None = None
+        self.error: BaseException | None = None
+
+
+_LOADED: dict[ModelKey, VLM] = {}  # replaced on every change (copy on write): read without a lock
+_PENDING: dict[ModelKey, _Pending] = {}
+_LOCK = threading.Lock()  # guards _PENDING and the replacement of _LOADED; never held during a load
 
 
 def load_vlm(model_id_or_path: str | os.PathLike, device: str = "auto", dtype: Any = "auto",
              quantization: str | None = None, trust_remote_code: bool = False) -> VLM:
-    """Load (or return the cached) model, processor and geometry of a LLaVA-NeXT / LLaVA-OneVision checkpoint.
+    """Load (or return the cached) model, processor and geometry of a checkpoint of a family gridvlm.models runs.
 
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
     dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16" or a torch.dtype.
@@ -85,7 +119,7 @@ def load_vlm(model_id_or_path: str | os.PathLike, device: str = "auto", dtype: A
     """
     import torch
 
-    source = str(model_id_or_path)
+    given = str(model_id_or_path)
     device = _resolve_device(device, torch)
     dtype = _resolve_dtype(dtype, device, torch)
     if quantization is not None and quantization not in QUANTIZATIONS:
@@ -93,23 +127,67 @@ def load_vlm(model_id_or_path: str | os.PathLike, device: str = "auto", dtype: A
     if quantization is not None and not device.startswith("cuda"):
         raise ModelError(f"{quantization} quantization runs through bitsandbytes on a CUDA GPU; the device here is "
                          f"{device!r}. Load without quantization (float32 on CPU) or use a machine with a GPU.")
-    key = (source, device, str(dtype), quantization, trust_remote_code)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _load(source, device, dtype, quantization, trust_remote_code, torch)
-        return _CACHE[key]
+    key = ModelKey(normalise_source(given), device, str(dtype).removeprefix("torch."), quantization,
+                   bool(trust_remote_code))
+    vlm = _LOADED.get(key)
+    if vlm is not None:
+        return vlm
+    with _LOCK:
+        vlm = _LOADED.get(key)
+        if vlm is not None:
+            return vlm
+        pending = _PENDING.get(key)
+        loads = pending is None
+        if loads:
+            pending = _PENDING[key] = _Pending()
+    if not loads:
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.vlm
+    try:
+        pending.vlm = _load(key, given, dtype, torch)
+    except BaseException as exc:
+        pending.error = exc
+        raise
+    finally:
+        _finish(key, pending)
+    return pending.vlm
+
+
+def _finish(key: ModelKey, pending: _Pending) -> None:
+    global _LOADED
+    with _LOCK:
+        if pending.vlm is not None:
+            _LOADED = {**_LOADED, key: pending.vlm}
+        _PENDING.pop(key, None)
+    pending.done.set()
+
+
+def normalise_source(source: str | os.PathLike) -> str:
+    """A hub id as given (stripped); a local directory (or anything written as a path) as its resolved path."""
+    source = os.path.expanduser(str(source).strip())
+    if _looks_like_path(source) or os.path.isdir(source):
+        return str(Path(source).resolve())
+    return source
 
 
 def loaded_models() -> list[VLM]:
-    """Every model loaded so far (without loading anything)."""
-    with _CACHE_LOCK:
-        return list(_CACHE.values())
+    """Every model loaded so far (without loading anything, without waiting for a load in progress)."""
+    return list(_LOADED.values())
+
+
+def is_loaded(model_id_or_path: str | os.PathLike, quantization: str | None = None) -> bool:
+    """Whether this model is loaded (on any device and dtype), without loading or waiting for anything."""
+    source = normalise_source(model_id_or_path)
+    return any(key.source == source and key.quantization == quantization for key in _LOADED)
 
 
 def clear_cache() -> None:
     """Forget every loaded model (their memory is freed once nothing else holds them)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    global _LOADED
+    with _LOCK:
+        _LOADED = {}
 
 
 def _resolve_device(device: str, torch) -> str:
@@ -140,52 +218,47 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def _load(source: str, device: str, dtype: Any, quantization: str | None, trust_remote_code: bool, torch) -> VLM:
+def _load(key: ModelKey, given: str, dtype: Any, torch) -> VLM:
     import transformers
 
-    if _looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
-        raise ModelError(f"no model directory at {source!r}; give a local checkpoint directory or a hub id such as "
+    source = key.source
+    if _looks_like_path(os.path.expanduser(given)) and not os.path.isdir(source):
+        raise ModelError(f"no model directory at {given!r}; give a local checkpoint directory or a hub id such as "
                          f"'llava-hf/llava-v1.6-mistral-7b-hf'")
-    source = os.path.expanduser(source)
-    common = {"trust_remote_code": trust_remote_code}
+    common = {"trust_remote_code": key.trust_remote_code}
     try:
         config = transformers.AutoConfig.from_pretrained(source, **common)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(_missing_message(source, exc)) from None
-    family = family_of(config, source)
-
+        raise ModelError(_missing_message(source, given, exc)) from None
+    family = adapter_for_config(config, given)
     try:
-        processor = transformers.AutoProcessor.from_pretrained(source, backend="pil", **common)
-    except (OSError, ValueError, ImportError, AttributeError, TypeError):
-        # OneVision's processor also loads a video processor, which needs torchvision; gridvlm needs only images.
-        try:
-            processor = image_only_processor(source, family, **common)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{source!r} has a {family.name} model but its processor files could not be read: "
-                             f"{_first_line(exc)}") from None
+        processor = family.load_processor(source, **common)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
+        raise ModelError(f"{given!r} has a {family.name} model but its processor files could not be read: "
+                         f"{_first_line(exc)}") from None
 
     load_kwargs: dict[str, Any] = {"dtype": dtype, **common}
-    if quantization is not None:
-        load_kwargs.update(quantization_config=_bitsandbytes(quantization, dtype), device_map={"": device})
+    if key.quantization is not None:
+        load_kwargs.update(quantization_config=_bitsandbytes(key.quantization, dtype), device_map={"": key.device})
     try:
         model = getattr(transformers, family.model_class).from_pretrained(source, **load_kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load the weights of {source!r}: {_first_line(exc)}") from None
-    if quantization is None:
-        model = model.to(device)
+        raise ModelError(f"could not load the weights of {given!r}: {_first_line(exc)}") from None
+    if key.quantization is None:
+        model = model.to(key.device)
     model.eval()
-    geometry = geometry_of(config, family, processor.image_processor)
     return VLM(
         model_id=source,
         family=family,
         model=model,
         processor=processor,
         tokenizer=processor.tokenizer,
-        geometry=geometry,
-        device=device,
+        geometry=family.read_geometry(config, processor.image_processor),
+        device=key.device,
         dtype=dtype,
-        quantization=quantization,
+        quantization=key.quantization,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+        trust_remote_code=key.trust_remote_code,
     )
 
 
@@ -202,12 +275,12 @@ def _bitsandbytes(quantization: str, dtype: Any) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _missing_message(source: str, exc: BaseException) -> str:
+def _missing_message(source: str, given: str, exc: BaseException) -> str:
     if os.path.isdir(source):
-        return f"{source!r} is a directory but not a transformers checkpoint (no readable config.json)"
+        return f"{given!r} is a directory but not a transformers checkpoint (no readable config.json)"
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     where = "in the local Hugging Face cache (offline mode is on)" if offline else "on the Hugging Face hub"
-    return (f"no model {source!r}: it is not a local directory and could not be found {where}. "
+    return (f"no model {given!r}: it is not a local directory and could not be found {where}. "
             f"Try 'llava-hf/llava-v1.6-mistral-7b-hf' or a directory made by make_tiny_vlm. ({_first_line(exc)})")
 
 

@@ -75,6 +75,29 @@ def unpadded_size(width: int, height: int, ch: int, cw: int, round7: bool) -> tu
     return ch, cw - 2 * pad, 0, pad
 
 
+def pooled_size(rows: int, cols: int, g: int, max_features_tiles: int | None) -> tuple[int, int]:
+    """LLaVA-OneVision's anyres_max_N: the (rows, cols) an unpadded feature map is resized to (bilinearly).
+
+    A map holding more than 1.1² × N tiles' worth of g × g features shrinks by the same factor on both axes
+    (truncated); a smaller map, or max_features_tiles None (LLaVA-NeXT), keeps its size.
+    """
+    if max_features_tiles is None:
+        return rows, cols
+    ratio = math.sqrt(rows * cols / (max_features_tiles * g**2))
+    if ratio <= 1.1:
+        return rows, cols
+    return int(rows // ratio), int(cols // ratio)
+
+
+def sample_centres(pad: int, kept: int, out: int) -> list[int]:
+    """The full-map row (or column) holding the bilinear sample centre of each of `out` resized rows.
+
+    The unpadded map keeps rows [pad, pad + kept) of the tiles' bands·g rows; with out == kept each row is its
+    own centre (pad, pad + 1, …).
+    """
+    return [int(pad + (i + 0.5) * kept / out) for i in range(out)]
+
+
 def _kept_per_band(bands: int, g: int, pad: int, kept: int, out: int) -> list[int]:
     """How many of `out` output feature rows fall in each tile band, after unpadding (and pooling).
 
@@ -82,9 +105,8 @@ def _kept_per_band(bands: int, g: int, pad: int, kept: int, out: int) -> list[in
     resized bilinearly and each output row is assigned to the band holding its sample centre.
     """
     counts = [0] * bands
-    for i in range(out):
-        centre = pad + (i + 0.5) * kept / out
-        counts[min(bands - 1, int(centre // g))] += 1
+    for centre in sample_centres(pad, kept, out):
+        counts[min(bands - 1, centre // g)] += 1
     return counts
 
 
@@ -105,16 +127,13 @@ def _anyres_plan(name: str, w: int, h: int, p: dict[str, Any], max_features_tile
     content = centred((cw, ch), (new_w, new_h))
 
     feat_rows, feat_cols, pad_r, pad_c = unpadded_size(w, h, rows * g, cols * g, round7=hf)
-    out_rows, out_cols = feat_rows, feat_cols
+    out_rows, out_cols = pooled_size(feat_rows, feat_cols, g, max_features_tiles)
     notes = []
-    if max_features_tiles is not None:
-        ratio = math.sqrt(feat_rows * feat_cols / (max_features_tiles * g**2))
-        if ratio > 1.1:
-            out_rows, out_cols = int(feat_rows // ratio), int(feat_cols // ratio)
-            notes.append(
-                f"anyres_max_{max_features_tiles}: the {feat_rows}×{feat_cols} unpadded feature map is resized "
-                f"bilinearly to {out_rows}×{out_cols}"
-            )
+    if (out_rows, out_cols) != (feat_rows, feat_cols):
+        notes.append(
+            f"anyres_max_{max_features_tiles}: the {feat_rows}×{feat_cols} unpadded feature map is resized "
+            f"bilinearly to {out_rows}×{out_cols}"
+        )
     per_row = _kept_per_band(rows, g, pad_r, feat_rows, out_rows)
     per_col = _kept_per_band(cols, g, pad_c, feat_cols, out_cols)
 
