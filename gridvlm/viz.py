@@ -541,7 +541,7 @@ def attention_figure(plan: Plan, image_preview: Any, heat: Any, opacity: float =
         name="attention", colorbar=dict(title="attention", thickness=12),
         hovertemplate="x %{x:.0f}, y %{y:.0f} px<br>attention %{z:.3g}<extra></extra>",
     ))
-    fig.update_layout(title=title or f"attention · {_plan_title(plan)}", height=560,
+    fig.update_layout(title=dict(text=title or f"attention · {_plan_title(plan)}"), height=560,
                       margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white", showlegend=False)
     return fig
 
