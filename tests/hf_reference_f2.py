@@ -36,7 +36,7 @@ from transformers.models.mllama import image_processing_pil_mllama as ml
 from transformers.models.mllama.processing_mllama import MllamaProcessor
 from transformers.models.perception_lm.processing_perception_lm import PerceptionLMProcessor
 
-from gridvlm.models.tiny import _tokenizer
+from gridvlm.models.tiny import tiny_tokenizer
 from hf_reference import _bare, _dummy, _quiet_channel_guess, no_resampling
 
 
@@ -89,7 +89,7 @@ def _count(ids, tokenizer, token: str) -> int:
 def mllama_processor():
     image_processor = ml.MllamaImageProcessorPil(size={"height": 560, "width": 560}, max_image_tiles=4,
                                                  image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
-    tok = _tokenizer(["<|begin_of_text|>", "<|end_of_text|>", "<|image|>"], "<|begin_of_text|>", "<|end_of_text|>",
+    tok = tiny_tokenizer(["<|begin_of_text|>", "<|end_of_text|>", "<|image|>"], "<|begin_of_text|>", "<|end_of_text|>",
                      "<|end_of_text|>", None, {"image_token": "<|image|>"})
     return MllamaProcessor(image_processor=image_processor, tokenizer=tok)
 
@@ -168,7 +168,7 @@ def aya_processor():
                                                image_std=IMAGENET_STANDARD_STD)
     specials = ["<BOS>", "<EOS>", "<image>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>",
                 "<|IMG_LINE_BREAK|>", "TILE_GLOBAL", "TILE"]
-    tok = _tokenizer(specials, "<BOS>", "<EOS>", "<EOS>", None, {"image_token": "<image>"})
+    tok = tiny_tokenizer(specials, "<BOS>", "<EOS>", "<EOS>", None, {"image_token": "<image>"})
     return AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=28, img_size=364)
 
 
@@ -219,7 +219,7 @@ def cohere2_geometry(width: int, height: int, tile: int = 512, max_tiles: int = 
 
 @functools.lru_cache(maxsize=1)
 def deepseek_ocr2_processor():
-    tok = _tokenizer(["<BOS>", "<EOS>", "<image>"], "<BOS>", "<EOS>", "<EOS>", None, {"image_token": "<image>"})
+    tok = tiny_tokenizer(["<BOS>", "<EOS>", "<image>"], "<BOS>", "<EOS>", "<EOS>", None, {"image_token": "<image>"})
     return DeepseekOcr2Processor(image_processor=ds2.DeepseekOcr2ImageProcessorPil(), tokenizer=tok)
 
 
