@@ -13,6 +13,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gr = pytest.importorskip("gradio")
 
+pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
+
 from gridvlm.app import chat_tab as app_chat  # noqa: E402
 import gridvlm  # noqa: E402
 from gridvlm.models import ModelError, chat, prompt_size  # noqa: E402

@@ -276,7 +276,8 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
                 strategy = gr.Radio([NATIVE, SLICE_PLAN], value=NATIVE, label="How the image is cut",
                                     info="native: the model's own processor; Slice-tab plan: gridvlm's views "
                                          "through the model's encoder", elem_id="chat-strategy")
-                max_new = gr.Slider(1, 2048, value=MAX_NEW_TOKENS, step=1, label="Max new tokens")
+                max_new = gr.Slider(1, 2048, value=MAX_NEW_TOKENS, step=1, label="Max new tokens",
+                                    elem_id="chat-max-new-tokens")
                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p (when sampling)")
             with gr.Column(scale=2):

@@ -1,0 +1,33 @@
+"""The browser tests wait on conditions with explicit bounds: read from their source, so this runs without chromium.
+
+playwright's `expect(...).to_*()` ignores `page.set_default_timeout` (its own default is 5 s), which made the chat
+test fail 4 times in 5 on a busy machine; every assertion and every wait_for_* therefore passes `timeout=`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent / "test_app_browser.py"
+WAITS = {"wait_for_function", "wait_for_selector"}
+
+
+def _calls() -> list[ast.Call]:
+    return [n for n in ast.walk(ast.parse(SOURCE.read_text())) if isinstance(n, ast.Call)]
+
+
+def _name(call: ast.Call) -> str:
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
+def test_every_expect_assertion_and_wait_has_an_explicit_timeout():
+    checked = [c for c in _calls() if _name(c).startswith(("to_", "not_to_")) or _name(c) in WAITS]
+    assert len(checked) >= 5  # the parser found the test's assertions and waits
+    missing = [f"line {c.lineno}: {_name(c)}" for c in checked if "timeout" not in {k.arg for k in c.keywords}]
+    assert not missing, missing
+
+
+def test_no_fixed_sleeps_in_the_browser():
+    fixed = [f"line {c.lineno}" for c in _calls() if _name(c) == "wait_for_timeout"]
+    assert not fixed, fixed
