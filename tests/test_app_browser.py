@@ -28,7 +28,7 @@ import gridvlm
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
+CHROMIUM = shutil.which(os.environ.get("CHROMIUM") or "chromium")  # a path or a name on PATH
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "gridvlm" / "app" / "assets"
 ARTIFACTS = ROOT / "test-artifacts"

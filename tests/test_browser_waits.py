@@ -7,7 +7,12 @@ test fail 4 times in 5 on a busy machine; every assertion and every wait_for_* t
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SOURCE = Path(__file__).resolve().parent / "test_app_browser.py"
 WAITS = {"wait_for_function", "wait_for_selector"}
@@ -31,3 +36,18 @@ def test_every_expect_assertion_and_wait_has_an_explicit_timeout():
 def test_no_fixed_sleeps_in_the_browser():
     fixed = [f"line {c.lineno}" for c in _calls() if _name(c) == "wait_for_timeout"]
     assert not fixed, fixed
+
+
+@pytest.mark.slow  # two fresh pytest processes
+def test_missing_chromium_skips_with_a_message_outside_ci_and_fails_in_ci():
+    def run(ci: bool) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        env.update({"CHROMIUM": "/nonexistent/chromium", **({"CI": "true"} if ci else {})})
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SOURCE)],
+                              cwd=SOURCE.parents[1], env=env, capture_output=True, text=True, timeout=300)
+
+    local = run(ci=False)
+    assert local.returncode == 0 and "2 skipped" in local.stdout, local.stdout
+    assert "browser tests skipped: chromium is not installed" in local.stdout
+    ci = run(ci=True)
+    assert ci.returncode != 0 and "CI=true but chromium is not installed" in ci.stdout, ci.stdout
