@@ -159,7 +159,7 @@ def _plotly_traces(page, selector: str) -> int:
 
 def test_slice_compare_pack_and_a_bad_upload(page, tmp_path):
     # 1. The page opens on the default example, planned with llava-next.
-    default = gridvlm.plan(gridvlm.image_size(ROOT / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"), "llava-next")
+    default = gridvlm.plan(gridvlm.image_size(ASSETS / "landscape_photo.jpg"), "llava-next")
     _expect_text(page, "#slice-summary", f"{default.token_count} tokens")
     _shot(page, "01-loaded")
 

@@ -1,4 +1,4 @@
-"""Chat through app_chat's handlers and gridvlm.models.chat, on the tiny offline LLaVA-NeXT (CPU)."""
+"""Chat through gridvlm.app.chat_tab's handlers and gridvlm.models.chat, on the tiny offline LLaVA-NeXT (CPU)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Chat tab: talk to a vision-language model about the Slice tab's image, cut natively or as the Slice plan.
 
 `build_chat_tab(image_state, plan_state)` is called inside the app's `gr.Blocks`; the two gr.State objects hold
-the Slice tab's image (a `gridvlm.ui.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
+the Slice tab's image (a `display.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
 Handlers are module-level functions of plain values (tests call them directly). Loaded models are shared by
 every user (gridvlm.models caches them); per-user data is the chat history, the user's choices and the last
 reply's record for the attention panel (`gridvlm.attention.reply_record`, in a gr.State).
