@@ -281,6 +281,7 @@ def test_compare_with_an_emptied_budget_box_uses_the_defaults(ws):
 # Start-up
 
 
+@pytest.mark.slow  # a fresh process that imports gradio
 def test_importing_the_app_loads_no_model_code():
     code = "import sys, app; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -288,6 +289,7 @@ def test_importing_the_app_loads_no_model_code():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh process that imports gradio
 def test_the_package_builds_the_demo_without_model_code():
     code = ("import sys, gridvlm.app; gridvlm.app.build_demo(); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")

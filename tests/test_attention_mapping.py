@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
+
 import gridvlm  # noqa: E402
 from gridvlm import Plan  # noqa: E402
 from gridvlm import attention as A  # noqa: E402

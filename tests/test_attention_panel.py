@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gr = pytest.importorskip("gradio")
 
+pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
+
 from gridvlm.app import attention_panel as P  # noqa: E402
 import gridvlm  # noqa: E402
 from gridvlm import attention as A  # noqa: E402

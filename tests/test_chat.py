@@ -1,4 +1,4 @@
-"""Chat through app_chat's handlers and gridvlm.models.chat, on the tiny offline LLaVA-NeXT (CPU)."""
+"""Chat through gridvlm.app.chat_tab's handlers and gridvlm.models.chat, on the tiny offline LLaVA-NeXT (CPU)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gr = pytest.importorskip("gradio")
+
+pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
 
 from gridvlm.app import chat_tab as app_chat  # noqa: E402
 import gridvlm  # noqa: E402

@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
+
 import gridvlm  # noqa: E402
 from gridvlm import Plan  # noqa: E402
 from gridvlm.models import ModelError, list_adapters, load_vlm, make_tiny_vlm, prepare_inputs  # noqa: E402

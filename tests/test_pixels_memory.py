@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-PHOTO = Path(__file__).resolve().parents[1] / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"  # 4032×3024: 36.6 MB decoded
+pytestmark = pytest.mark.slow  # a fresh process per case
+
+PHOTO = Path(__file__).resolve().parents[1] / "gridvlm" / "app" / "assets" / "landscape_photo.jpg"  # 4032×3024
 
 SCRIPT = r"""
 import json, resource, sys

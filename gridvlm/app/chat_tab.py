@@ -1,7 +1,7 @@
 """The Chat tab: talk to a vision-language model about the Slice tab's image, cut natively or as the Slice plan.
 
 `build_chat_tab(image_state, plan_state)` is called inside the app's `gr.Blocks`; the two gr.State objects hold
-the Slice tab's image (a `gridvlm.ui.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
+the Slice tab's image (a `display.Workspace`, a PIL image or a path) and plan (a `Plan` or `Plan.to_dict()`).
 Handlers are module-level functions of plain values (tests call them directly). Loaded models are shared by
 every user (gridvlm.models caches them); per-user data is the chat history, the user's choices and the last
 reply's record for the attention panel (a `gridvlm.attention.ReplyRecord`, in a gr.State).
@@ -271,7 +271,8 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
                 strategy = gr.Radio([NATIVE, SLICE_PLAN], value=NATIVE, label="How the image is cut",
                                     info="native: the model's own processor; Slice-tab plan: gridvlm's views "
                                          "through the model's encoder", elem_id="chat-strategy")
-                max_new = gr.Slider(1, 2048, value=MAX_NEW_TOKENS, step=1, label="Max new tokens")
+                max_new = gr.Slider(1, 2048, value=MAX_NEW_TOKENS, step=1, label="Max new tokens",
+                                    elem_id="chat-max-new-tokens")
                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p (when sampling)")
             with gr.Column(scale=2):

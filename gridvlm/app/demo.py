@@ -9,6 +9,8 @@ transformers) is imported only when the Chat tab first uses a model.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
@@ -25,6 +27,7 @@ STATE_TTL_S = 1800  # s; a user's decoded image (~36 MB at 12 MP) is dropped thi
 
 def build_demo() -> gr.Blocks:
     """The app, queued. Per-user values (the decoded image, the plan, the packing) live in gr.State."""
+    _writable_temp_dir()
     with gr.Blocks(title="gridvlm — how VLMs slice images", delete_cache=(3600, 7200)) as demo:
         ws = gr.State(None, time_to_live=STATE_TTL_S)
         plan_state = gr.State(None, time_to_live=STATE_TTL_S)
@@ -35,6 +38,15 @@ def build_demo() -> gr.Blocks:
         build_pack_tab(STATE_TTL_S)
         build_chat_tab(ws, plan_state)  # @spaces.GPU (ZeroGPU) wraps only its generation
     return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+
+
+def _writable_temp_dir() -> None:
+    """gradio caches files in <tmp>/gradio unless GRADIO_TEMP_DIR says otherwise; when another account on the
+    machine made that folder first, this one cannot write there and the app fails at start. Then (and only when
+    GRADIO_TEMP_DIR is unset) use a folder of this account's own."""
+    default = Path(tempfile.gettempdir()) / "gradio"
+    if not os.environ.get("GRADIO_TEMP_DIR") and default.exists() and not os.access(default, os.W_OK | os.X_OK):
+        os.environ["GRADIO_TEMP_DIR"] = str(default.with_name(f"gradio-{os.getuid()}"))
 
 
 def launch(demo: gr.Blocks | None = None) -> None:
