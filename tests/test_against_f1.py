@@ -23,6 +23,8 @@ from gridvlm.pixels import pixel_values, qwen_pixel_values
 
 import hf_reference_f1 as hf  # noqa: E402  (tests/ is on sys.path under pytest)
 
+pytestmark = pytest.mark.slow  # a few hundred sizes through transformers' own code
+
 
 def random_sizes(n, seed, ties=(28, 32)):
     """Log-uniform sides in 1…10000 with aspect up to 250 (some refused), plus rounding ties and boundaries."""

@@ -22,6 +22,8 @@ import hf_reference_f2 as hf  # noqa: E402  (tests/ is on sys.path under pytest)
 from images import photo_like
 from test_against_transformers import random_sizes
 
+pytestmark = pytest.mark.slow  # a few hundred sizes through transformers' own code
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

@@ -21,6 +21,8 @@ from images import photo_like
 
 import hf_reference_f3 as hf  # noqa: E402  (tests/ is on sys.path under pytest)
 
+pytestmark = pytest.mark.slow  # a few hundred sizes through transformers' own code
+
 TOLERANCE = 1 / 255
 
 

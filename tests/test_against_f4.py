@@ -23,6 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hf_reference_f4 as hf  # noqa: E402  (tests/ is on sys.path under pytest)
 
+pytestmark = pytest.mark.slow  # a few hundred sizes through transformers' own code
+
 
 def random_sizes(n, seed, tiles=()):
     rng = random.Random(seed)

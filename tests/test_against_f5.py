@@ -29,6 +29,8 @@ from gridvlm import pixel_values, views
 import hf_reference_f5 as hf  # noqa: E402  (tests/ is on sys.path under pytest)
 from images import photo_like
 
+pytestmark = pytest.mark.slow  # a few hundred sizes through transformers' own code
+
 
 def random_sizes(n, seed, max_side=8000, max_aspect=150):
     rng = random.Random(seed)

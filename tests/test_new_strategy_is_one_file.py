@@ -1,6 +1,6 @@
 """Adding a strategy is one new file: every registry-looping test runs on it with no other file edited.
 
-The test copies the `gridvlm` package (and the app's entry point) into a temporary folder, writes one throwaway strategy module into its
+The test copies the `gridvlm` package (the app included) into a temporary folder, writes one throwaway strategy module into its
 `strategies/` folder (two halves of the image, 336 px each) and runs the registry-looping tests in a fresh
 interpreter that imports the copy, selecting the tests parametrised with the new strategy.
 """
@@ -57,10 +57,6 @@ REGISTRY_TESTS = [
 @pytest.mark.slow
 def test_a_new_strategy_module_is_planned_tested_and_shown(tmp_path):
     shutil.copytree(ROOT / "gridvlm", tmp_path / "gridvlm", ignore=shutil.ignore_patterns("__pycache__"))
-    for entry in ROOT.glob("app*.py"):  # the Spaces entry point, which the app handler tests import
-        shutil.copy(entry, tmp_path / entry.name)
-    if (ROOT / "assets").is_dir():
-        shutil.copytree(ROOT / "assets", tmp_path / "assets")
     (tmp_path / "gridvlm" / "strategies" / "two_halves_test.py").write_text(MODULE)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "")}
     files = [str(ROOT / "tests" / f) for f in REGISTRY_TESTS if (ROOT / "tests" / f).exists()]
