@@ -11,7 +11,6 @@ DeepSeek-OCR-2 and Perception-LM, on a few hundred random and boundary sizes eac
 """
 
 import os
-import random
 
 import numpy as np
 import pytest

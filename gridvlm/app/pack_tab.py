@@ -6,7 +6,6 @@ from typing import Any
 
 import gradio as gr
 
-import gridvlm
 from gridvlm import viz
 
 from . import display as ui

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
 from .grids import internvl_grid, resized_grid_plan
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import (
     AYA_EXPANSE_8B, CLIP, COMMAND_A, DEEPSEEK_3B_MOE, LLAMA3_8B, LLAMA4_SCOUT, LLAMA4_VIT, MLLAMA_VIT, PE_G_14,
     SAM_VIT_B_16, SIGLIP, SIGLIP2_SO400M_16, SIGLIP_SO400M, ReferenceModel,
@@ -57,14 +57,11 @@ def _tokens_grid(n: int) -> tuple[int, int]:
 
 def _tile_count(name: str, fewest: int, most: int, fewest_help: str = "fewest tiles (min_patches)") -> dict:
     """The min_tiles / max_tiles parameters, their check and the max_tiles budget knob of a GOT-OCR2-style tiler."""
-    def check(p: dict[str, Any]) -> None:
-        if p["min_tiles"] > p["max_tiles"]:
-            raise PlanError(f"{name}: min_tiles ({p['min_tiles']}) must not exceed max_tiles ({p['max_tiles']})")
     return {
         "params": {"min_tiles": ParamSpec("int", fewest, fewest_help, min=1, max=64),
                    "max_tiles": ParamSpec("int", most, "most tiles (max_patches)", min=1, max=64)},
         "knob": BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65)),
-        "check": check,
+        "check": at_most(name, "min_tiles", "max_tiles"),
     }
 
 

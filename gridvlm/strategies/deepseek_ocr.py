@@ -23,10 +23,9 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, whole
 from .anyres import pad_contain
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import DEEPSEEK_3B_MOE, SAM_VIT_B_16, SIGLIP, ReferenceModel
 
 # mode: (base_size, image_size, crop_mode), config.py L2-6
@@ -90,11 +89,6 @@ def _deepseek_ocr_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
                 content_box=(0, 0, *canvas))
 
 
-def _check(p: dict[str, Any]) -> None:
-    if p["min_crops"] > p["max_crops"]:
-        raise PlanError(f"deepseek-ocr: min_crops ({p['min_crops']}) must not exceed max_crops ({p['max_crops']})")
-
-
 register(StrategyInfo(
     name="deepseek-ocr",
     family="resize-and-tile",
@@ -114,7 +108,7 @@ register(StrategyInfo(
     budget="mode, from tiny to gundam (Gundam with the given max_crops)",
     planner=_deepseek_ocr_plan,
     knob=BudgetKnob("mode", "DeepSeek-OCR mode", lambda p, n: tuple(MODES), monotone=False),
-    check=_check,
+    check=at_most("deepseek-ocr", "min_crops", "max_crops"),
     # ImageTransform mean/std 0.5; ImageOps.pad colour int(255 · 0.5); PIL's default bicubic everywhere
     pixels=PixelRecipe(SIGLIP, resample="bicubic", pad_colour=(127, 127, 127)),
     reference_model=ReferenceModel(SAM_VIT_B_16, DEEPSEEK_3B_MOE),  # deepseek-ai/DeepSeek-OCR

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
+from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register, subset_knob
 from .reference import (
     CLIP, CLIP_L_224, CLIP_L_336, IMAGENET, INTERNLM2_7B, INTERNVIT_300M, LLAMA3_8B, LLAMA_7B, SIGLIP,
     SIGLIP_SO400M, SMOLLM2_1_7B, VICUNA_7B, ReferenceModel,
@@ -154,11 +154,6 @@ def _internvl_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     return resized_grid_plan("internvl", w, h, p, rows, cols, t, p["tokens_per_view"], grid, thumb, text_tokens=2)
 
 
-def _check_internvl(p: dict[str, Any]) -> None:
-    if p["min_tiles"] > p["max_tiles"]:
-        raise PlanError(f"internvl: min_tiles ({p['min_tiles']}) must not exceed max_tiles ({p['max_tiles']})")
-
-
 register(StrategyInfo(
     name="internvl",
     family="resize-and-tile",
@@ -178,7 +173,7 @@ register(StrategyInfo(
     budget="max_tiles",
     planner=_internvl_plan,
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65), monotone=False),
-    check=_check_internvl,
+    check=at_most("internvl", "min_tiles", "max_tiles"),
     pixels=PixelRecipe(IMAGENET),  # InternVL build_transform IMAGENET_MEAN/STD; OpenGVLab/InternVL3-*-hf
     reference_model=ReferenceModel(INTERNVIT_300M, INTERNLM2_7B),  # OpenGVLab/InternVL2_5-8B
     vectors=("internvl_hf", "internvl_original", "internvl_hf_class"),

@@ -26,7 +26,7 @@ from .reference import (
     CLIP, ERNIE_4_5_0_3B, GLM4_9B, GLM4V_VIT, PADDLEOCR_VL_VIT, QWEN2_5_VL_VIT, QWEN2_7B, QWEN2_VL_VIT, QWEN3_8B,
     QWEN3_VL_VIT, SIGLIP, ReferenceModel,
 )
-from .registry import BudgetKnob, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, at_most, register
 
 
 def prepare_sides(height: int, width: int, factor: int, small: str) -> tuple[int, int]:
@@ -119,13 +119,6 @@ def _planner(name: str):
     return plan_it
 
 
-def _checker(name: str):
-    def check(p: dict[str, Any]) -> None:
-        if p["min_pixels"] > p["max_pixels"]:
-            raise PlanError(f"{name}: min_pixels ({p['min_pixels']}) must not exceed max_pixels ({p['max_pixels']})")
-    return check
-
-
 def _knob(name: str) -> BudgetKnob:
     """max_pixels in steps of one token's pixels (factor², times the temporal factor that the bound counts)."""
 
@@ -177,7 +170,7 @@ def _register(name: str, summary: str, reference: str, params: dict[str, ParamSp
     register(StrategyInfo(
         name=name, family=family, summary=summary, reference=reference, params=params, budget=budget,
         planner=_planner(name), pixels=pixels, pixels_for=_patches, reference_model=model, vectors=vectors,
-        order=order, knob=_knob(name), check=_checker(name),
+        order=order, knob=_knob(name), check=at_most(name, "min_pixels", "max_pixels"),
     ))
 
 

@@ -152,6 +152,14 @@ class StrategyInfo:
         return self.pixels if self.pixels_for is None else self.pixels_for(self.pixels, plan)
 
 
+def at_most(strategy: str, low: str, high: str) -> Callable[[dict[str, Any]], None]:
+    """A `StrategyInfo.check` that refuses parameters where `low` exceeds `high` (min_tiles and max_tiles …)."""
+    def check(p: dict[str, Any]) -> None:
+        if p[low] > p[high]:
+            raise PlanError(f"{strategy}: {low} ({p[low]}) must not exceed {high} ({p[high]})")
+    return check
+
+
 _REGISTRY: dict[str, StrategyInfo] = {}
 
 
