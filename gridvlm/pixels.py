@@ -193,20 +193,27 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
     gh, gw = h // p, w // p
     outputs = _allocate([(gh // m, gw // m, m, m, 3, t, p, p)])
     src = _decode(source, plan, draft=_draft_factor(plan))
-    view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
-    del src
+    if src.size == (w, h):  # the view is the decoded image itself: read it band by band, never copied whole
+        def rows_of(y0: int, y1: int) -> np.ndarray:
+            return np.asarray(src.crop((0, y0, w, y1)))
+    else:
+        view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
+        del src
+
+        def rows_of(y0: int, y1: int) -> np.ndarray:
+            return view[y0:y1]
     patches = outputs.result()[0]  # (gh/m, gw/m, m, m, 3, T, p, p)
     scale, offset = _affine(mean, std)
 
     def band(rows: range) -> None:
-        r0, r1 = rows.start, rows.stop
-        x = view[r0 * m * p:r1 * m * p].reshape(r1 - r0, m, p, gw // m, m, p, 3)
-        x = x.transpose(0, 3, 1, 4, 6, 2, 5)  # (rows, gw/m, m, m, 3, p, p)
-        first = patches[r0:r1, :, :, :, :, 0]
-        np.multiply(x, scale, out=first)
-        first += offset
-        for k in range(1, t):  # a still image fills every temporal slot
-            patches[r0:r1, :, :, :, :, k] = first
+        for r in rows:  # one row of merge blocks: m·p image rows
+            x = rows_of(r * m * p, (r + 1) * m * p).reshape(m, p, gw // m, m, p, 3)
+            x = np.ascontiguousarray(x.transpose(2, 0, 3, 5, 1, 4))  # uint8 (gw/m, m, m, 3, p, p)
+            x = x.astype(np.float32)
+            x *= scale
+            x += offset
+            for k in range(t):  # a still image fills every temporal slot
+                patches[r, :, :, :, :, k] = x
 
     _map(band, _bands(gh // m, gw * p * m * p))
     return (torch.from_numpy(patches.reshape(gh * gw, 3 * t * p * p)),
@@ -314,21 +321,38 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
         return _uhd_release_views(src, plan)
     resample, pad = _FILTERS[recipe.resample], recipe.pad_colour
     first = recipe.first_resize
-    canvas = None
-    if any(t.canvas_box is not None for t in plan.views):
-        canvas = _canvas(src, plan, s, resample, pad, first, exact)
+    has_canvas = any(t.canvas_box is not None for t in plan.views)
+    from_canvas = [t.canvas_box is not None or (recipe.thumbnail_from_canvas and t.is_thumbnail and has_canvas)
+                   for t in plan.views]
+    # The canvas and the views made straight from the image are independent: the fast path makes them side
+    # by side on the workers (a resize started on a worker then runs there whole).
+    made: dict[int, np.ndarray] = {}
+
+    def make(i: int) -> None:
+        if i < 0:
+            made[i] = _canvas(src, plan, s, resample, pad, first, exact)
+        else:
+            made[i] = _direct_view(src, plan, plan.views[i], s, resample, pad, first, exact)
+
+    todo = ([-1] if has_canvas else []) + [i for i, c in enumerate(from_canvas) if not c]
+    if exact:
+        for i in todo:
+            make(i)
+    else:
+        _map(make, todo)
+    canvas = made.get(-1)
     out = []
-    for t in plan.views:
+    for i, t in enumerate(plan.views):
         if t.canvas_box is not None:
             x0, y0, x1, y1 = t.canvas_box
             tile = canvas[y0:y1, x0:x1]  # a numpy view: no copy
             if (x1 - x0, y1 - y0) != tuple(t.input_size):
                 tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
             out.append(tile)
-        elif recipe.thumbnail_from_canvas and t.is_thumbnail and canvas is not None:
+        elif from_canvas[i]:
             out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
         else:
-            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact))
+            out.append(made[i])
     return out
 
 
