@@ -374,7 +374,8 @@ def test_fast_is_close_to_exact_on_real_images(real_bytes, name, strategy):
     ((5120, 2880), "llava-next", 4),  # the 672-px canvas needs 0.13 of the original: 1/4 keeps r = 0.53
     ((2560, 1600), "llava-next", 2),
     ((4032, 3024), "qwen2-vl", 1),  # native resolution needs every pixel
-    ((1920, 1080), "llava-next", 1),  # the 1008×567 canvas needs 0.53: a 1/2 decode would be upsampled
+    ((1920, 1080), "llava-next", 2),  # canvas r = 0.7, squashed thumbnail 0.62: predicted 1.08/255 at 1/2
+    ((1920, 1080), "llava-onevision", 1),  # its 2304×1344 canvas upsamples: every pixel is needed
 ])
 def test_draft_factor_follows_what_the_views_need(size, strategy, k):
     assert _draft_factor(gridvlm.plan(size, strategy)) == k
