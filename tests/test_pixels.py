@@ -375,7 +375,7 @@ def test_fast_is_close_to_exact_on_real_images(real_bytes, name, strategy):
     ((2560, 1600), "llava-next", 2),
     ((4032, 3024), "qwen2-vl", 1),  # native resolution needs every pixel
     ((1920, 1080), "llava-next", 2),  # canvas r = 0.7, squashed thumbnail 0.62: predicted 1.08/255 at 1/2
-    ((1920, 1080), "llava-onevision", 1),  # its 2304×1344 canvas upsamples: every pixel is needed
+    ((1920, 1080), "llava-onevision", 1),  # its 1920×1152 canvas needs every pixel
 ])
 def test_draft_factor_follows_what_the_views_need(size, strategy, k):
     assert _draft_factor(gridvlm.plan(size, strategy)) == k
