@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ __all__ = [
     "exif_orientation",
     "image_size",
     "load_image",
+    "load_preview",
     "open_for_decode",
     "to_upright_rgb",
 ]
@@ -126,6 +128,49 @@ def image_size(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
     with open_for_decode(source, max_pixels) as image:
         width, height = image.size
         return (height, width) if exif_orientation(image) in _SWAPS_SIDES else (width, height)
+
+
+def load_preview(source: ImageSource, max_side: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An upright RGB picture of `source` for display, at most `max_side` px on its longer side.
+
+    Its size is the one `Image.thumbnail((max_side, max_side))` gives the full image, so overlays drawn on it
+    line up exactly as on a thumbnail. A JPEG file is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that
+    still has at least that size, then resized bilinearly the rest of the way: a 4032×3024 photo decodes at
+    2016×1512 for a 1024-px preview. Other formats, and PIL images, are resized from full resolution (the
+    caller's image is not changed). Raises ImageError where `load_image` would.
+    """
+    owned = not isinstance(source, Image.Image)
+    with open_for_decode(source, max_pixels) as image:
+        orientation = exif_orientation(image)
+        swap = orientation in _SWAPS_SIDES
+        upright = image.size[::-1] if swap else image.size
+        target = preview_size(upright, max_side)
+        if owned and image.format == "JPEG" and target != upright:
+            image.draft("RGB", target[::-1] if swap else target)  # Pillow keeps the decode >= this size
+        image.load()
+        _check_size(image.size, _describe(source), max_pixels)
+        rgb = to_upright_rgb(image, orientation)
+        if rgb.size != target:
+            rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        elif rgb is image:
+            rgb = image.copy()
+        rgb.info = {}
+        return rgb
+
+
+def preview_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`(w, h)` that `Image.thumbnail((max_side, max_side))` makes of an image of `size`: the aspect ratio kept,
+    each side rounded to whichever neighbour keeps it closest, at least 1 px; `size` itself if it fits."""
+    w, h = size
+    if w <= max_side and h <= max_side:
+        return (w, h)
+    aspect = w / h
+    if 1 >= aspect:  # taller than wide: the height is max_side
+        n = min(math.floor(max_side * aspect), math.ceil(max_side * aspect), key=lambda n: abs(aspect - n / max_side))
+        return (max(n, 1), max_side)
+    n = min(math.floor(max_side / aspect), math.ceil(max_side / aspect),
+            key=lambda n: 0 if n == 0 else abs(aspect - max_side / n))
+    return (max_side, max(n, 1))
 
 
 @contextlib.contextmanager

@@ -13,14 +13,18 @@ Two paths share this code:
 - `exact=True` decodes at full resolution and follows the reference step by step, including transformers'
   arithmetic (`uint8 -> float64 * (1/255) -> float32`, then `(x - mean) / std` in float32). It equals the
   transformers PIL-backend processors to within 1/255 after de-normalising (tests/test_pixels_reference.py).
-- the default fast path decodes a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling via `draft`) when every
-  view needs at most 1/`DRAFT_MARGIN` of that resolution, resizes each canvas once, cuts tiles as numpy views of
-  it and normalises all views with one fused multiply-add. Idefics3's two-step resize becomes one step.
+- the default fast path decodes a JPEG once, at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling via `draft`) when
+  the error that scale is measured to cost every view stays within `DRAFT_ERROR_BUDGET` (`_draft_factor`),
+  resizes each canvas or view once (large resizes in horizontal bands on both cores), cuts tiles as numpy
+  views of the canvas and normalises every view straight into one preallocated float32 output, in parallel.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "DRAFT_MARGIN",
+    "DRAFT_ERROR_BUDGET",
     "FAST_MEAN_ABS_BOUND",
     "pixel_values",
     "qwen_patchify",
@@ -46,11 +50,16 @@ __all__ = [
 
 _FILTERS = {name: getattr(Image.Resampling, name.upper()) for name in RESAMPLING_FILTERS}
 
-# The fast path decodes a JPEG at 1/k scale only if the decoded image keeps at least DRAFT_MARGIN times the
-# resolution every view needs, so the resize that follows is still a real downscale with its own antialiasing.
-# At 1.4 the views of a 4032×3024 photo differ from a full decode by ~0.3/255 (k = 2) to ~0.65/255 (k = 4) on
-# average; 1/8 with only 0.75× left would be 1.3/255.
-DRAFT_MARGIN = 1.4
+# Fast path, DCT scale: what decoding at 1/k costs a view, as a function of r = the view's output pixels per
+# *decoded* pixel (its resize ratio × k). Worst mean |fast − exact| over a view's content, in 1/255, measured
+# per view on 8 JPEGs (photos of 1200×1600 to 5120×2880, an illustration with hard edges, a text page, a chart)
+# × 11 strategies × k = 2, 4, 8; upper envelope, linear in between (bench/draft_error.py re-measures it).
+# Below r ≈ 0.4 the bicubic resize that follows hides the DCT's block-wise low-pass; near r = 1 it shows.
+DRAFT_ERROR_CURVE = ((0.0, 0.6), (0.4, 0.6), (0.45, 1.0), (0.55, 1.2), (0.7, 1.75), (0.95, 2.4), (1.0, 2.5))
+# A plan decodes at the largest 1/k whose predicted error, its views' curve values weighted by their content
+# pixels over all output pixels, stays within this (1/255): a little over half the promise, room for photos not
+# measured. The worst whole-image error seen at the scales it picks is 1.11/255 (bench/draft_error.py).
+DRAFT_ERROR_BUDGET = 1.1
 DRAFT_FACTORS = (8, 4, 2)
 # Fast path: PIL's reducing_gap — shrink by an integer box filter first while the remaining factor stays >= 2,
 # then resample. About 3× faster for large downscales (PNGs, JPEGs beyond 1/8), ~0.3/255 mean difference.
@@ -91,43 +100,45 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
 
     `exact=True` reproduces the reference processor: full-resolution decode, its resampling filter, padding and
     order of operations, and transformers' float64-then-float32 arithmetic; it matches the transformers PIL
-    backends to within 1/255 after de-normalising. The default fast path may decode JPEGs at reduced scale
-    (see `DRAFT_MARGIN`), lets PIL box-reduce large downscales first (`REDUCING_GAP`), resizes Idefics3 in one
-    step instead of two and fuses the arithmetic. Its mean absolute difference from `exact=True`, measured in
-    0..1 pixel units after de-normalising, is at most 2/255 per image (`FAST_MEAN_ABS_BOUND`, tested; typically
-    0.3/255-0.5/255 where a JPEG is decoded at reduced scale and ~0.05/255 elsewhere). Canvases are resized once
-    and tiles are numpy views of them, so besides the decoded image only the resized canvases are held (a view
-    at the image's own size, Qwen2-VL's usual case, passes through one uint8 array of it).
+    backends to within 1/255 after de-normalising. The default fast path decodes a JPEG once at the smallest
+    DCT scale whose measured error fits `DRAFT_ERROR_BUDGET` (`_draft_factor`), lets PIL box-reduce large
+    downscales first (`REDUCING_GAP`), resizes each canvas or view once and writes `x · 1/(255·std) − mean/std`
+    straight into one preallocated output, splitting the work over both cores. Its mean absolute difference
+    from `exact=True`, in 0..1 pixel units after de-normalising, is at most 2/255 per image
+    (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and text). Tiles are numpy views of their
+    canvas, so besides the decoded image only the resized canvases are held (a view at the image's own size,
+    Qwen2-VL's usual case, is the decoded image itself).
 
     Raises `PlanError` if `plan.image_size` is not the image's upright size, `ImageError` for unreadable input.
     """
     torch = _torch()
     mean, std = _normalisation(plan, mean, std)
-    scale = 1 if exact else _draft_factor(plan)
-    src = _decode(source, plan, draft=scale)
-    rendered = _render(src, plan, exact=exact)
+    sizes = {tuple(t.input_size) for t in plan.views}
+    if not exact:
+        if len(sizes) == 1:
+            (w, h), = sizes
+            shapes = [(len(plan.views), 3, h, w)]  # one (views, 3, h, w) block
+        else:
+            shapes = [(3, t.input_size[1], t.input_size[0]) for t in plan.views]
+        outputs = _allocate(shapes)  # on a worker, while this thread decodes
+        src = _decode(source, plan, draft=_draft_factor(plan))
+        rendered = _render(src, plan, exact=False)
+        del src  # the views hold what they need
+        arrays = outputs.result()
+        _normalise_into(list(arrays[0]) if len(sizes) == 1 else arrays, rendered, mean, std)
+        tensors = [torch.from_numpy(a) for a in arrays]
+        return tensors[0] if len(sizes) == 1 else tensors
+    src = _decode(source, plan, draft=1)
+    rendered = _render(src, plan, exact=True)
     del src  # the views hold what they need; the decoded image can go before the float tensors are made
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    sizes = {tuple(t.input_size) for t in plan.views}
-    if len(sizes) == 1 and all(isinstance(v, np.ndarray) for v in rendered) and not exact:
-        # One (views, h, w, 3) uint8 block, then one fused multiply-add into a contiguous (views, 3, h, w) tensor.
-        if len(rendered) == 1:
-            block = rendered[0][None]  # a whole image as its only view (Qwen2-VL): no extra copy
-        else:
-            w, h = sizes.pop()
-            block = np.empty((len(rendered), h, w, 3), dtype=np.uint8)
-            for i, v in enumerate(rendered):
-                block[i] = v
-        return _fast_normalise(block, mean, std)  # (views, 3, h, w)
     tensors = []
     for v in rendered:
         if not isinstance(v, np.ndarray):  # float32 (3, h, w) in 0..1 already
             tensors.append((v - mean_t) / std_t)
-        elif exact:
-            tensors.append(_exact_normalise(v, mean, std))  # (3, h, w)
         else:
-            tensors.append(_fast_normalise(v[None], mean, std)[0])  # (3, h, w)
+            tensors.append(_exact_normalise(v, mean, std))  # (3, h, w)
     if len(sizes) == 1:
         return torch.stack(tensors)  # (views, 3, h, w)
     return tensors
@@ -159,11 +170,14 @@ def qwen_patchify(pixels: "torch.Tensor", patch_size: int = 14, merge_size: int 
 
 def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
                       exact: bool = False) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Qwen2-VL's model-ready input: `(patches, 3·T·p·p)` float32 and `grid_thw`, as its processor returns them.
+    """The flat patch layout of Qwen2-VL and its kin (every strategy whose recipe has `patches`):
+    `(patches, 3·T·p·p)` float32 and `grid_thw` `[[1, H/p, W/p]]`, as their processors return them.
 
-    `exact=True` is `qwen_patchify(pixel_values(..., exact=True))`. The fast path reorders the uint8 pixels
-    into the patch layout first (one byte per value), then makes the float32 values with one multiply-add and
-    repeats them over the temporal patch in the final copy; same bound as `pixel_values` (FAST_MEAN_ABS_BOUND).
+    `exact=True` is `qwen_patchify(pixel_values(..., exact=True))`. The fast path writes the layout in one pass
+    from the decoded (and, if the plan says so, resized) uint8 image: each band of merge-block rows is
+    normalised into temporal slot 0 of the output and copied to the other slots while it is still in cache,
+    bands split over both cores; the output is allocated (its pages touched) on a worker during the decode.
+    Same bound as `pixel_values` (FAST_MEAN_ABS_BOUND).
     """
     layout = _recipe(plan).patches
     if layout is None:
@@ -174,23 +188,37 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
         return qwen_patchify(pixel_values(source, plan, mean, std, exact=True)[0], p, m, t)
     torch = _torch()
     mean, std = _normalisation(plan, mean, std)
-    src = _decode(source, plan, draft=_draft_factor(plan))
-    view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
-    del src
-    h, w, _ = view.shape
+    w, h = plan.views[0].input_size
+    if h % (p * m) or w % (p * m):
+        raise PlanError(f"qwen_pixel_values needs sides that are multiples of {p * m}, the plan has {w}×{h}")
     gh, gw = h // p, w // p
-    src = _as_tensor(view).view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)  # (…, m, m, 3, p, p)
-    # Write straight into the output (no intermediate float copy: fresh memory costs page faults):
-    # temporal slot 0 gets the converted, normalised pixels, slot 1 a copy of it (a still image fills both).
-    out = torch.empty(gh * gw * 3 * t * p * p, dtype=torch.float32)
-    slots = out.view(gh // m, gw // m, m, m, 3, t, p, p)
-    first = slots[:, :, :, :, :, 0]
-    first.copy_(src)
-    first.mul_(torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(3, 1, 1))
-    first.add_(torch.tensor([-u / v for u, v in zip(mean, std)], dtype=torch.float32).view(3, 1, 1))
-    for k in range(1, t):
-        slots[:, :, :, :, :, k].copy_(first)
-    return out.view(gh * gw, 3 * t * p * p), torch.tensor([[1, gh, gw]], dtype=torch.int64)
+    outputs = _allocate([(gh // m, gw // m, m, m, 3, t, p, p)])
+    src = _decode(source, plan, draft=_draft_factor(plan))
+    if src.size == (w, h):  # the view is the decoded image itself: read it band by band, never copied whole
+        def rows_of(y0: int, y1: int) -> np.ndarray:
+            return np.asarray(src.crop((0, y0, w, y1)))
+    else:
+        view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
+        del src
+
+        def rows_of(y0: int, y1: int) -> np.ndarray:
+            return view[y0:y1]
+    patches = outputs.result()[0]  # (gh/m, gw/m, m, m, 3, T, p, p)
+    scale, offset = _affine(mean, std)
+
+    def band(rows: range) -> None:
+        for r in rows:  # one row of merge blocks: m·p image rows
+            x = rows_of(r * m * p, (r + 1) * m * p).reshape(m, p, gw // m, m, p, 3)
+            x = np.ascontiguousarray(x.transpose(2, 0, 3, 5, 1, 4))  # uint8 (gw/m, m, m, 3, p, p)
+            x = x.astype(np.float32)
+            x *= scale
+            x += offset
+            for k in range(t):  # a still image fills every temporal slot
+                patches[r, :, :, :, :, k] = x
+
+    _map(band, _bands(gh // m, gw * p * m * p))
+    return (torch.from_numpy(patches.reshape(gh * gw, 3 * t * p * p)),
+            torch.tensor([[1, gh, gw]], dtype=torch.int64))
 
 
 # ------------------------------------------------------------------------------------------------- decoding
@@ -219,29 +247,54 @@ def _decode(source: ImageSource, plan: Plan, draft: int) -> Image.Image:
 
 
 def _draft_factor(plan: Plan) -> int:
-    """The largest k in 8, 4, 2 such that a 1/k decode still has DRAFT_MARGIN× the resolution every view needs."""
-    need = _needed_resolution(plan)
+    """The largest k in 8, 4, 2 at which a 1/k decode keeps every view at r ≤ 1 (never upsampling what the DCT
+    reduced) and the predicted mean error, `DRAFT_ERROR_CURVE` at each view's r weighted by its content
+    pixels over all output pixels, stays within `DRAFT_ERROR_BUDGET`; else 1."""
+    needs = _view_needs(plan)
+    total = sum(pixels for _, _, pixels in needs) or 1
     for k in DRAFT_FACTORS:
-        if need * k * DRAFT_MARGIN <= 1.0:
+        if all(r * k <= 1.0 for r, _, _ in needs) and \
+                sum(content * _draft_error(r * k) for r, content, _ in needs) / total <= DRAFT_ERROR_BUDGET:
             return k
     return 1
 
 
+def _draft_error(r: float) -> float:
+    """`DRAFT_ERROR_CURVE` at r, linear between its points (1/255)."""
+    points = DRAFT_ERROR_CURVE
+    for (r0, e0), (r1, e1) in zip(points, points[1:]):
+        if r <= r1:
+            return e0 + (e1 - e0) * (max(r, r0) - r0) / (r1 - r0)
+    return math.inf
+
+
 def _needed_resolution(plan: Plan) -> float:
-    """Largest ratio (output pixels per original pixel, either axis) over every resize the plan implies."""
+    """Largest ratio (output pixels per original pixel, either axis) over every resize the decode feeds."""
+    return max((r for r, _, _ in _view_needs(plan)), default=1.0)
+
+
+def _view_needs(plan: Plan) -> list[tuple[float, float, int]]:
+    """Per view: `(r, content pixels, pixels)`, r = output pixels per original pixel (larger axis) of the resize
+    that reads the decoded image for it — the canvas for tiles cut from it (and a thumbnail squashed from it),
+    the first resize when the recipe has one, else the view's own `box` -> `content_box`."""
+    recipe = _recipe(plan)
     w, h = plan.image_size
-    ratios = []
+    canvas = None
     if plan.canvas_size is not None and any(t.canvas_box is not None for t in plan.views):
         cx0, cy0, cx1, cy1 = _canvas_content(plan)
-        ratios += [(cx1 - cx0) / w, (cy1 - cy0) / h]
+        canvas = max((cx1 - cx0) / w, (cy1 - cy0) / h)
+    needs = []
     for t in plan.views:
-        if t.canvas_box is not None:
-            continue
         bx0, by0, bx1, by1 = t.box
         cx0, cy0, cx1, cy1 = t.content_box
-        if bx1 > bx0 and by1 > by0:
-            ratios += [(cx1 - cx0) / (bx1 - bx0), (cy1 - cy0) / (by1 - by0)]
-    return max(ratios, default=1.0)
+        r = max((cx1 - cx0) / (bx1 - bx0), (cy1 - cy0) / (by1 - by0)) if bx1 > bx0 and by1 > by0 else 0.0
+        if canvas is not None and (t.canvas_box is not None or (recipe.thumbnail_from_canvas and t.is_thumbnail)):
+            r = max(r, canvas)
+        if recipe.first_resize is not None:
+            r = max(recipe.first_resize[0] / w, recipe.first_resize[1] / h)
+        iw, ih = t.input_size
+        needs.append((r, (1.0 - t.padding) * iw * ih, iw * ih))
+    return needs
 
 
 def _scale_of(src: Image.Image, plan: Plan) -> float:
@@ -268,22 +321,39 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
     if recipe.float_resize and exact:
         return _uhd_release_views(src, plan)
     resample, pad = _FILTERS[recipe.resample], recipe.pad_colour
-    first = recipe.first_resize if exact else None  # the fast path folds a first resize into the next one
-    canvas = None
-    if any(t.canvas_box is not None for t in plan.views):
-        canvas = _canvas(src, plan, s, resample, pad, first, exact)
+    first = recipe.first_resize
+    has_canvas = any(t.canvas_box is not None for t in plan.views)
+    from_canvas = [t.canvas_box is not None or (recipe.thumbnail_from_canvas and t.is_thumbnail and has_canvas)
+                   for t in plan.views]
+    # The canvas and the views made straight from the image are independent: the fast path makes them side
+    # by side on the workers (a resize started on a worker then runs there whole).
+    made: dict[int, np.ndarray] = {}
+
+    def make(i: int) -> None:
+        if i < 0:
+            made[i] = _canvas(src, plan, s, resample, pad, first, exact)
+        else:
+            made[i] = _direct_view(src, plan, plan.views[i], s, resample, pad, first, exact, recipe.crop_first)
+
+    todo = ([-1] if has_canvas else []) + [i for i, c in enumerate(from_canvas) if not c]
+    if exact:
+        for i in todo:
+            make(i)
+    else:
+        _map(make, todo)
+    canvas = made.get(-1)
     out = []
-    for t in plan.views:
+    for i, t in enumerate(plan.views):
         if t.canvas_box is not None:
             x0, y0, x1, y1 = t.canvas_box
             tile = canvas[y0:y1, x0:x1]  # a numpy view: no copy
             if (x1 - x0, y1 - y0) != tuple(t.input_size):
                 tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
             out.append(tile)
-        elif recipe.thumbnail_from_canvas and t.is_thumbnail and canvas is not None:
+        elif from_canvas[i]:
             out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
         else:
-            out.append(_direct_view(src, plan, t, s, resample, pad, first, exact, recipe.crop_first))
+            out.append(made[i])
     return out
 
 
@@ -296,7 +366,7 @@ def _canvas_content(plan: Plan) -> tuple[int, int, int, int]:
 def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[int, int] | None,
             exact: bool) -> np.ndarray:
     """The plan's canvas, (H, W, 3) uint8: the image resized ONCE to the content box (after the recipe's first
-    resize, when the exact path keeps one), padding around it."""
+    resize, if any), padding around it."""
     cw, ch = plan.canvas_size
     x0, y0, x1, y1 = _canvas_content(plan)
     size = (x1 - x0, y1 - y0)
@@ -304,21 +374,19 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, cw), min(y1, ch)
     if size == tuple(plan.image_size) and s == 1.0:
         # Not resized at all (fixed-grid resize=False): crop first so no full-size copy is made.
-        resized = src.crop((ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
-        offset = (ix0, iy0)
+        resized = np.asarray(src.crop((ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0)))
     else:
         if first is not None:
-            resized = src.resize(first, resample).resize(size, resample)
+            resized = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample,
+                              (0, 0, *first), exact)
         else:
             resized = _resize(src, size, resample, _src_box((0, 0, *plan.image_size), s), exact)
-        if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
-            resized = resized.crop((ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
-        offset = (ix0, iy0)
+        resized = resized[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
     if (ix0, iy0, ix1, iy1) == (0, 0, cw, ch):
-        return np.asarray(resized)
+        return resized
     canvas = np.empty((ch, cw, 3), dtype=np.uint8)
     canvas[...] = pad
-    canvas[offset[1]:offset[1] + resized.size[1], offset[0]:offset[0] + resized.size[0]] = np.asarray(resized)
+    canvas[iy0:iy0 + resized.shape[0], ix0:ix0 + resized.shape[1]] = resized
     return canvas
 
 
@@ -337,9 +405,9 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = None
     elif s == 1.0 and all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == size:
         # Same size: a crop (NaViT), or the image itself (Qwen2-VL at native size), never a resample.
-        region = src if size == src.size else src.crop(tuple(int(v) for v in box))
+        region = np.asarray(src if size == src.size else src.crop(tuple(int(v) for v in box)))
     elif first is not None:
-        region = src.resize(first, resample).resize(size, resample)
+        region = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample, (0, 0, *first), exact)
     elif crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
         cut = src.crop(tuple(int(round(v)) for v in _src_box(box, s)))
         # an empty cut (Idefics2's zero-width quadrants of a 1-px wide image) resizes to zeros there
@@ -347,17 +415,44 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
     else:
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:
-        return np.asarray(region)
+        return region
     view = np.empty((h, w, 3), dtype=np.uint8)
     view[...] = pad
     if region is not None:
-        view[cy0:cy1, cx0:cx1] = np.asarray(region)
+        view[cy0:cy1, cx0:cx1] = region
     return view
 
 
-def _resize(src: Image.Image, size, resample, box, exact: bool) -> Image.Image:
-    """PIL resize of `box` (source pixels) to `size`; the fast path lets PIL box-reduce large factors first."""
-    return src.resize(size, resample, box=box, reducing_gap=None if exact else REDUCING_GAP)
+def _first_resized(src: Image.Image, plan: Plan, s: float, resample, first: tuple[int, int],
+                   exact: bool) -> Image.Image:
+    """The recipe's first resize of the whole image (Idefics3: to the longest-edge bound), from any scale."""
+    return Image.fromarray(_resize(src, first, resample, _src_box((0, 0, *plan.image_size), s), exact))
+
+
+# Fast path: a resize with at least this many output pixels per worker is split into horizontal bands.
+_BAND_MIN_PIXELS = 60_000
+
+
+def _resize(src: Image.Image, size, resample, box, exact: bool) -> np.ndarray:
+    """PIL resize of `box` (source pixels) to `size`, as (h, w, 3) uint8. The fast path lets PIL box-reduce
+    large factors first and splits large outputs into horizontal bands, one per worker; a band resizes its own
+    slice of `box`, and PIL's filter reads past a box's edge, so bands join without seams."""
+    gap = None if exact else REDUCING_GAP
+    w, h = size
+    bands = 1 if exact else min(_workers(), w * h // _BAND_MIN_PIXELS, h)
+    if bands <= 1:
+        return np.asarray(src.resize(size, resample, box=box, reducing_gap=gap))
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    dy = (y1 - y0) / h
+
+    def band(rows: range) -> None:
+        r0, r1 = rows.start, rows.stop
+        part = src.resize((w, r1 - r0), resample, box=(x0, y0 + r0 * dy, x1, y0 + r1 * dy), reducing_gap=gap)
+        out[r0:r1] = np.asarray(part)
+
+    _map(band, _split(h, bands))
+    return out
 
 
 def _src_box(box, s: float) -> tuple[float, float, float, float]:
@@ -368,14 +463,26 @@ def _square_pad_view(src: Image.Image, plan: Plan, recipe: PixelRecipe) -> np.nd
     """Paste on a max(w, h) square of `colour`, THEN resize the square (LLaVA-1.5 'pad', OneVision multi-image).
 
     Padding first matters: the resize blends the image's edge with the pad colour. On the fast path `src` may
-    be a reduced decode; the square is then built at that scale.
+    be a reduced decode: the square is then built at that scale, the image pasted at the nearest whole pixel,
+    and the resize reads the box where the reference's square lies, so the image lands where it does there.
     """
-    w, h = src.size
+    size, resample = plan.tiles[0].input_size, _FILTERS[recipe.resample]
+    s = _scale_of(src, plan)
+    if s == 1.0:
+        w, h = src.size
+        side = max(w, h)
+        square = Image.new("RGB", (side, side), recipe.pad_colour)
+        square.paste(src, ((side - w) // 2, (side - h) // 2))
+        return np.asarray(square.resize(size, resample))
+    w, h = plan.image_size
     side = max(w, h)
-    square = Image.new("RGB", (side, side), recipe.pad_colour)
-    square.paste(src, ((side - w) // 2, (side - h) // 2))
-    t = plan.tiles[0].input_size
-    return np.asarray(square.resize(t, _FILTERS[recipe.resample]))
+    ox, oy = (side - w) // 2 * s, (side - h) // 2 * s  # the reference's paste offset, decoded pixels
+    px, py = math.ceil(ox), math.ceil(oy)
+    bx, by = px - ox, py - oy  # where the reference's square starts on ours
+    square = Image.new("RGB", (math.ceil(bx + side * s), math.ceil(by + side * s)), recipe.pad_colour)
+    square.paste(src, (px, py))
+    return np.asarray(square.resize(size, resample, box=(bx, by, bx + side * s, by + side * s),
+                                    reducing_gap=REDUCING_GAP))
 
 
 def _uhd_release_views(src: Image.Image, plan: Plan) -> list["torch.Tensor"]:
@@ -419,22 +526,93 @@ def _exact_normalise(hwc: np.ndarray, mean, std) -> "torch.Tensor":
     return _torch().from_numpy(np.ascontiguousarray(x))
 
 
-# Below this many values numpy's single thread beats torch's thread pool (whose start-up dominates small work).
-_TORCH_NORMALISE_FROM = 8_000_000
+def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """`(x / 255 − mean) / std` as `x · scale + offset`, float32 `(3, 1, 1)` each."""
+    scale = np.array([1.0 / (255.0 * s) for s in std], dtype=np.float32).reshape(3, 1, 1)
+    offset = np.array([-m / s for m, s in zip(mean, std)], dtype=np.float32).reshape(3, 1, 1)
+    return scale, offset
 
 
-def _fast_normalise(nhwc: np.ndarray, mean, std) -> "torch.Tensor":
-    """uint8 (n, h, w, 3) -> float32 (n, 3, h, w), `x · 1/(255·std) − mean/std`: one multiply-add per value."""
-    torch = _torch()
-    a = np.array([1.0 / (255.0 * s) for s in std], dtype=np.float32).reshape(3, 1, 1)
-    b = np.array([-m / s for m, s in zip(mean, std)], dtype=np.float32).reshape(3, 1, 1)
-    if nhwc.size >= _TORCH_NORMALISE_FROM:
-        x = _as_tensor(nhwc).permute(0, 3, 1, 2).contiguous().to(torch.float32)  # permute the 1-byte values
-        return torch.addcmul(torch.from_numpy(b), x, torch.from_numpy(a), out=x)
-    out = np.empty((nhwc.shape[0], 3, nhwc.shape[1], nhwc.shape[2]), dtype=np.float32)
-    np.multiply(nhwc.transpose(0, 3, 1, 2), a, out=out)
-    out += b
-    return torch.from_numpy(out)
+def _normalise_into(slots: list[np.ndarray], rendered: list[View], mean, std) -> None:
+    """Write each view, uint8 (h, w, 3), into its float32 (3, h, w) slot as `x · 1/(255·std) − mean/std`:
+    one multiply and one in-cache add per value, in row bands spread over the workers."""
+    scale, offset = _affine(mean, std)
+    jobs = []
+    for slot, view in zip(slots, rendered):
+        if not isinstance(view, np.ndarray):  # float (3, h, w) in 0..1: (x − mean) / std
+            slot[...] = view.numpy() * (scale * 255.0) + offset
+            continue
+        jobs += [(slot, view, rows) for rows in _bands(view.shape[0], 3 * view.shape[1])]
+
+    def band(job) -> None:
+        slot, view, rows = job
+        part = slot[:, rows.start:rows.stop]
+        np.multiply(view[rows.start:rows.stop].transpose(2, 0, 1), scale, out=part)
+        part += offset
+
+    _map(band, jobs)
+
+
+# ------------------------------------------------------------------------------------------------- workers
+
+# Work that splits (resize bands, normalising views, the patch layout) goes to a small thread pool: PIL's
+# resampling and numpy's arithmetic release the GIL. One worker per core, at most 4.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_BAND_VALUES = 256 * 1024  # float32 values per normalising band: 1 MiB, stays in a core's cache
+_TOUCH_FROM = 4 * 1024 * 1024  # bytes: outputs this large are allocated (pages touched) on a worker
+
+
+def _workers() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="gridvlm-pixels")
+        return _POOL
+
+
+def _map(fn, items) -> None:
+    """fn(item) for every item, on the workers when there is more than one item (exceptions re-raised here)."""
+    items = list(items)
+    if len(items) <= 1 or _workers() == 1 or threading.current_thread().name.startswith("gridvlm-pixels"):
+        for item in items:
+            fn(item)
+        return
+    for future in [_pool().submit(fn, item) for item in items]:
+        future.result()
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """`range(n)` in `parts` contiguous, near-equal pieces."""
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _bands(rows: int, values_per_row: int) -> list[range]:
+    """Row bands of about `_BAND_VALUES` values each, at least one per worker when there are enough rows."""
+    parts = max(-(-rows * values_per_row // _BAND_VALUES), min(_workers(), rows))
+    return _split(rows, min(parts, rows))
+
+
+def _allocate(shapes: list[tuple[int, ...]]) -> Future:
+    """Empty float32 arrays of these shapes, as a future. Large ones are made on a worker and their pages
+    touched there, so the page faults of a fresh output overlap the decode instead of following it."""
+    def make() -> list[np.ndarray]:
+        arrays = [np.empty(shape, dtype=np.float32) for shape in shapes]
+        for a in arrays:
+            if a.nbytes >= _TOUCH_FROM:
+                a.reshape(-1).view(np.uint8)[::4096] = 0
+        return arrays
+
+    if sum(math.prod(s) for s in shapes) * 4 < _TOUCH_FROM or _workers() == 1:
+        done: Future = Future()
+        done.set_result(make())
+        return done
+    return _pool().submit(make)
 
 
 def _as_tensor(array: np.ndarray) -> "torch.Tensor":

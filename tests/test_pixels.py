@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +13,16 @@ from PIL import Image, ImageDraw
 import gridvlm
 from images import photo_like
 from gridvlm.errors import ImageError, PlanError
+from gridvlm.imaging import load_preview, preview_size
 from gridvlm.pixels import (
+    DRAFT_ERROR_BUDGET,
     FAST_MEAN_ABS_BOUND,
     _decode,
+    _draft_error,
     _draft_factor,
+    _resize,
+    _split,
+    _view_needs,
     pixel_values,
     qwen_patchify,
     qwen_pixel_values,
@@ -321,3 +328,116 @@ def test_fast_views_are_close_to_exact(big_jpeg, strategy):
     assert [v.size for v in fast] == [v.size for v in exact]
     diff = np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(fast, exact)]) / 255
     assert diff <= FAST_MEAN_ABS_BOUND
+
+
+# ----------------------------------------------------------------------------------------- real photos
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Example images (wherever the app keeps them) and the benchmark's photos; a text page as a JPEG (blur shows).
+REAL_JPEGS = sorted({p.name: p for pattern in ("assets/*.jpg", "gridvlm/app/assets/*.jpg", "bench/photos/*.jpg")
+                     for p in ROOT.glob(pattern)}.values())
+DOCUMENT = next(iter(sorted(ROOT.glob("assets/document_page.png")) + sorted(ROOT.glob("gridvlm/app/assets/document_page.png"))), None)
+BIG_PHOTO_STRATEGIES = ("llava-next", "internvl", "minicpm-v", "idefics3", "llava-1.5", "deepseek-vl2", "qwen2-vl")
+
+
+def _real_cases():
+    cases = []
+    for path in REAL_JPEGS:
+        w, h = gridvlm.image_size(path)
+        strategies = gridvlm.list_strategies() if w * h <= 4_500_000 else BIG_PHOTO_STRATEGIES
+        cases += [(path.name, s) for s in strategies if s in gridvlm.list_strategies()]
+    if DOCUMENT is not None:
+        cases += [("document_page.jpg", s) for s in gridvlm.list_strategies()]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def real_bytes():
+    found = {p.name: p.read_bytes() for p in REAL_JPEGS}
+    if DOCUMENT is not None:
+        found["document_page.jpg"] = jpeg(Image.open(DOCUMENT).convert("RGB"))
+    return found
+
+
+@pytest.mark.parametrize("name, strategy", _real_cases())
+def test_fast_is_close_to_exact_on_real_images(real_bytes, name, strategy):
+    """The promise on real JPEGs (photos up to 5120×2880, an illustration with hard edges, a text page), at
+    whatever DCT scale the plan picks."""
+    data = real_bytes[name]
+    plan = gridvlm.plan(gridvlm.image_size(data), strategy)
+    diff = mean_abs_pixels(pixel_values(data, plan), pixel_values(data, plan, exact=True), strategy)
+    assert diff <= FAST_MEAN_ABS_BOUND, f"{name} {strategy} at 1/{_draft_factor(plan)}: {diff * 255:.2f}/255"
+
+
+@pytest.mark.parametrize("size, strategy, k", [
+    ((5120, 2880), "llava-next", 4),  # the 672-px canvas needs 0.13 of the original: 1/4 keeps r = 0.53
+    ((2560, 1600), "llava-next", 2),
+    ((4032, 3024), "qwen2-vl", 1),  # native resolution needs every pixel
+    ((1920, 1080), "llava-next", 2),  # canvas r = 0.7, squashed thumbnail 0.62: predicted 1.08/255 at 1/2
+    ((1920, 1080), "llava-onevision", 1),  # its 1920×1152 canvas needs every pixel
+])
+def test_draft_factor_follows_what_the_views_need(size, strategy, k):
+    assert _draft_factor(gridvlm.plan(size, strategy)) == k
+
+
+def test_predicted_draft_error_stays_in_budget():
+    """Every plan's chosen scale keeps the curve-weighted error within DRAFT_ERROR_BUDGET and never upsamples."""
+    for size in ((5120, 2880), (4032, 3024), (2560, 1600), (1920, 1080), (1622, 2880), (800, 4000)):
+        for strategy in gridvlm.list_strategies():
+            plan = gridvlm.plan(size, strategy)
+            k = _draft_factor(plan)
+            needs = _view_needs(plan)
+            total = sum(px for _, _, px in needs)
+            assert all(r * k <= 1 for r, _, _ in needs) or k == 1
+            if k > 1:
+                assert sum(c * _draft_error(r * k) for r, c, _ in needs) / total <= DRAFT_ERROR_BUDGET
+
+
+def test_banded_resize_joins_without_seams():
+    """A resize split into horizontal bands (fast path, both cores) is the single resize, up to rounding."""
+    image = photo_like(1500, 1000, seed=5)
+    whole = np.asarray(image.resize((700, 450), Image.Resampling.BICUBIC, box=(10, 20, 1490, 980),
+                                    reducing_gap=None)).astype(int)
+    for bands in (2, 3):
+        got = np.concatenate([np.asarray(image.resize((700, r.stop - r.start), Image.Resampling.BICUBIC,
+                                                       box=(10, 20 + r.start * 960 / 450, 1490, 20 + r.stop * 960 / 450)))
+                              for r in _split(450, bands)]).astype(int)
+        assert np.abs(got - whole).max() <= 1
+    banded = _resize(image, (700, 450), Image.Resampling.BICUBIC, (10, 20, 1490, 980), exact=False)
+    single = np.asarray(image.resize((700, 450), Image.Resampling.BICUBIC, box=(10, 20, 1490, 980),
+                                     reducing_gap=2.0)).astype(int)
+    assert banded.shape == (450, 700, 3) and np.abs(banded.astype(int) - single).mean() < 0.5
+
+
+# ----------------------------------------------------------------------------------------- app preview
+
+
+@pytest.mark.parametrize("size, orientation", [((4032, 3024), 1), ((3024, 4032), 1), ((2400, 1200), 6),
+                                               ((900, 600), 1)])
+def test_preview_has_the_thumbnail_size_and_looks_the_same(size, orientation):
+    stored = photo_like(*size, seed=6)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = jpeg(stored, exif=exif.tobytes())
+    full = gridvlm.load_image(data)
+    expected = full.copy()
+    expected.thumbnail((1024, 1024), Image.Resampling.BILINEAR)
+    got = load_preview(data, 1024)
+    assert got.size == expected.size == preview_size(full.size, 1024) and got.mode == "RGB"
+    assert np.abs(np.asarray(got, float) - np.asarray(expected, float)).mean() <= 3  # display, not model input
+
+
+def test_preview_decodes_at_the_smallest_dct_scale_that_still_covers_it(monkeypatch):
+    data = jpeg(photo_like(4032, 3024, seed=7))
+    loaded = []
+    original = Image.Image.load
+
+    def spy(self):
+        result = original(self)
+        loaded.append(self.size)
+        return result
+
+    monkeypatch.setattr(Image.Image, "load", spy)
+    load_preview(data, 1024)
+    assert (2016, 1512) in loaded and (4032, 3024) not in loaded  # 1/2: 2016 ≥ 1024 > 1008 (1/4)

@@ -55,12 +55,11 @@ class Workspace:
 
 def open_workspace(path: str) -> Workspace:
     """Decode the file at `path` safely; ImageError says what is wrong with it."""
-    from ..imaging import load_image
-    from ..viz import preview
+    from ..imaging import load_image, load_preview
 
     with named_in_errors(path):
         image = load_image(path)
-    return Workspace(image=image, preview=preview(image, max_side=PREVIEW_SIDE))
+    return Workspace(image=image, preview=load_preview(path, PREVIEW_SIDE))  # a DCT-scaled decode of the file
 
 
 @contextlib.contextmanager
