@@ -296,3 +296,22 @@ def test_chat_streams_a_reply_and_shows_where_it_looked(page, tmp_path):
     title = _expect_plot_title(page, "#attention-overlay", "LLM layers 1–1, 1: ")
     assert "1: " in title
     _shot(page, "11-chat-layers")
+
+
+def test_a_family_narrows_the_strategies_and_qwen25_shows_its_windows(page):
+    page.get_by_role("tab", name="Slice").click()
+    page.locator("#family input").click()
+    page.get_by_role("option", name="native resolution", exact=True).click()
+    page.locator("#strategy input").click()
+    for name in gridvlm.list_strategies("native resolution"):
+        expect(page.get_by_role("option", name=name, exact=True)).to_have_count(1, timeout=STEP_TIMEOUT_MS)
+    expect(page.get_by_role("option", name="internvl", exact=True)).to_have_count(0, timeout=STEP_TIMEOUT_MS)
+    page.get_by_role("option", name="qwen2.5-vl", exact=True).click()
+    _expect_text(page, "#slice-summary", "qwen2.5-vl")
+    page.locator("#show-windows input").check()
+    page.wait_for_function(
+        "() => { const el = document.querySelector('#overlay .js-plotly-plot'); return !!el && !!el.layout && "
+        "(el.layout.shapes || []).some(s => s.name === 'attention window'); }", timeout=STEP_TIMEOUT_MS)
+    # narrowing the list must not refuse the strategy that was shown before (an error toast)
+    expect(page.get_by_text("is not in the list of choices")).to_have_count(0, timeout=STEP_TIMEOUT_MS)
+    _shot(page, "10-family-windows")

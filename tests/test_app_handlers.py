@@ -321,6 +321,6 @@ def test_every_strategy_is_offered_in_every_tab(strategy_lists, name):
     for offered in strategy_lists.values():
         assert name in offered
     family = gridvlm.strategy_info(name).family
-    narrowed = slice_tab.choose_family(family, name)
+    narrowed = slice_tab.choose_family(family, gridvlm.plan((640, 480), name))
     assert name in narrowed["choices"] and narrowed["value"] == name
     assert set(narrowed["choices"]) == set(gridvlm.list_strategies(family))

@@ -98,10 +98,14 @@ def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params
     return (False, *slice_image(ws, strategy, False, max_tokens, params_json, show_windows))
 
 
-def choose_family(family: str, strategy: str) -> dict:
-    """The strategy list narrowed to one family (or all); the strategy stays when it is in the family."""
+def choose_family(family: str, p: gridvlm.Plan | None) -> dict:
+    """The strategy list narrowed to one family (or all); the shown plan's strategy stays when it is in the family.
+
+    It reads the strategy from the plan, not from the dropdown it updates: gradio may deliver the family event
+    twice, and the second would carry the old strategy, which the narrowed dropdown refuses."""
     names = ui.strategy_choices(family)
-    return gr.update(choices=names, value=strategy if strategy in names else names[0])
+    current = p.strategy if p is not None else ui.DEFAULT_STRATEGY
+    return gr.update(choices=names, value=current if current in names else names[0])
 
 
 def export_figure(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[str]:
@@ -164,7 +168,7 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
 
     slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
     knobs = [strategy, use_defaults, budget, params, show_windows]
-    family.input(choose_family, [family, strategy], strategy)
+    family.input(choose_family, [family, plan_state], strategy)
     for event in (
         image.change(upload, [image, *knobs], [ws, *slice_out]),
         demo.load(upload, [image, *knobs], [ws, *slice_out]),
