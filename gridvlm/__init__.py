@@ -7,7 +7,9 @@ imported on first use.
 
 from .errors import GridVLMError, ImageError, PlanError
 from .geometry import Plan, Tile
-from .strategies import ParamSpec, StrategyInfo, fit_budget, list_families, list_strategies, plan, strategy_info
+from .strategies import (
+    Explanation, ParamSpec, StrategyInfo, explain, fit_budget, list_families, list_strategies, plan, strategy_info,
+)
 
 __version__ = "0.1.0"
 
@@ -32,5 +34,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "GridVLMError", "ImageError", "PlanError", "Plan", "Tile", "ParamSpec", "StrategyInfo", "fit_budget",
-    "list_families", "list_strategies", "plan", "strategy_info", *_LAZY,
+    "list_families", "list_strategies", "plan", "explain", "Explanation", "strategy_info", *_LAZY,
 ]

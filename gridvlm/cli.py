@@ -93,6 +93,17 @@ def markdown_table(plans, refused) -> str:
     return "\n".join(lines)
 
 
+def explain_table(e) -> str:
+    """Why the plan is what it is: the rule, every candidate with its scores (the chosen one marked), the decision."""
+    w, h = e.image_size
+    lines = [f"{e.strategy}  {w}×{h}", f"  rule: {e.rule}"]
+    for c in e.candidates:
+        scores = ", ".join(f"{k} {v:g}" for k, v in c.scores.items())
+        lines.append(f"  {'→' if c.chosen else ' '} {c.label}: {scores}" + (f"  ({c.note})" if c.note else ""))
+    lines.append(f"  decision: {e.decision}")
+    return "\n".join(lines)
+
+
 def pack_table(packing) -> str:
     lines = [f"{len(packing.sequences)} sequence(s) of {packing.max_seq_len}, utilisation {packing.utilization:.1%}, "
              f"padding {packing.padding_tokens} tokens"]
@@ -111,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a strategy parameter")
     p.add_argument("--max-tokens", type=int, default=None, help="fit the plan into this many visual tokens")
     p.add_argument("--json", action="store_true", help="print Plan.to_dict() as JSON")
+    e = sub.add_parser("explain", help="why a strategy cuts an image as it does: the candidates and the winner")
+    e.add_argument("image", help="image path, or a size as WxH")
+    e.add_argument("--strategy", default="llava-next", help="a strategy name (see plan --help)")
+    e.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a strategy parameter")
+    e.add_argument("--json", action="store_true", help="print the explanation as JSON")
     c = sub.add_parser("compare", help="every strategy on one image")
     c.add_argument("image", help="image path, or a size as WxH")
     c.add_argument("--max-tokens", type=int, default=None, help="an equal token budget for every strategy")
@@ -138,6 +154,13 @@ def run(argv: Sequence[str] | None = None) -> int:
             else:
                 result = plan(size, args.strategy, **params)
             print(json.dumps(result.to_dict(), indent=2) if args.json else plan_table(result))
+        elif args.command == "explain":
+            from dataclasses import asdict
+
+            from .strategies import explain
+
+            found = explain(image_size_arg(args.image), args.strategy, **dict(param_arg(t) for t in args.param))
+            print(json.dumps(asdict(found), indent=2) if args.json else explain_table(found))
         elif args.command == "compare":
             plans, refused = compare_rows(image_size_arg(args.image), args.max_tokens)
             if args.json:

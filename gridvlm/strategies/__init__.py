@@ -9,6 +9,9 @@ import pkgutil
 
 from .registry import (
     BudgetKnob,
+    Candidate,
+    Explanation,
+    explain,
     ParamSpec,
     PatchLayout,
     PixelRecipe,
@@ -29,6 +32,6 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "BudgetKnob", "ParamSpec", "PatchLayout", "PixelRecipe", "StrategyInfo", "fit_budget", "image_size_of",
+    "BudgetKnob", "Candidate", "Explanation", "explain", "ParamSpec", "PatchLayout", "PixelRecipe", "StrategyInfo", "fit_budget", "image_size_of",
     "list_families", "list_strategies", "plan", "register", "strategy_info", "unregister",
 ]

@@ -119,6 +119,32 @@ class PixelRecipe:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One option the reference weighed for an image: a grid, a canvas, a slice count, an anchor, a resize."""
+
+    label: str  # what it is, in the reference's terms: "2×3 tiles (672×1008 canvas)", "resize to 1036×784"
+    scores: dict[str, float]  # the numbers the reference ranks by, named as a person would ("effective resolution")
+    chosen: bool = False  # the one the reference took (exactly one candidate per explanation)
+    grid: tuple[int, int] | None = None  # (rows, cols) it would give, when it is a grid
+    note: str = ""  # why it won or lost, when the scores alone do not say (a tie-break, a limit, a refusal)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a strategy cut an image as it did: the candidates the reference considered and which won."""
+
+    strategy: str
+    image_size: tuple[int, int]
+    rule: str  # how the reference decides, in one or two sentences
+    candidates: tuple[Candidate, ...]  # in the order the reference considers them
+    decision: str  # which won and why, tie-breaks included
+
+    @property
+    def chosen(self) -> Candidate:
+        return next(c for c in self.candidates if c.chosen)
+
+
+@dataclass(frozen=True)
 class StrategyInfo:
     """Everything gridvlm knows about one strategy. Only `name` … `planner` are required."""
 
@@ -142,6 +168,9 @@ class StrategyInfo:
     # The marker the prompt writes after each token row of a view (Pixtral's [IMG_BREAK], Fuyu's |NEWLINE|),
     # counted in text_tokens and drawn at each row's end; None = no per-row marker.
     row_break_token: str | None = None
+    # (w, h, resolved params) -> why the reference chose this plan's grid/size (`explain`); None = a fixed rule.
+    explainer: Callable[[int, int, dict[str, Any]], Explanation] | None = field(default=None, repr=False,
+                                                                                 compare=False)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -297,6 +326,25 @@ def plan(image_or_size: Any, strategy: str, **params: Any) -> Plan:
         return info.planner(w, h, resolved)
     except (ZeroDivisionError, OverflowError) as exc:  # a degenerate size the reference cannot handle either
         raise PlanError(f"{strategy} cannot plan a {w}×{h} image with {resolved}: {exc}") from None
+
+
+def explain(image_or_size: Any, strategy: str, **params: Any) -> Explanation:
+    """Why `strategy` cuts this image as `plan` does: the candidates its reference considered, with the scores it
+    ranks them by, and which won (tie-breaks included). The chosen candidate is the plan's grid or size."""
+    info = strategy_info(strategy)
+    w, h = image_size_of(image_or_size)
+    resolved = resolve_params(info, params)
+    if info.explainer is not None:
+        try:
+            return info.explainer(w, h, resolved)
+        except (ZeroDivisionError, OverflowError) as exc:
+            raise PlanError(f"{strategy} cannot plan a {w}×{h} image with {resolved}: {exc}") from None
+    found = plan((w, h), strategy, **params)
+    rows, cols = found.grid
+    only = Candidate(f"{rows}×{cols} grid, {found.num_views} view{'s' * (found.num_views != 1)}",
+                     {"visual tokens": float(found.token_count)}, chosen=True, grid=found.grid)
+    return Explanation(strategy, (w, h), f"{strategy} has no choice to make: {info.summary}", (only,),
+                       "its rule gives one plan for this image; there were no alternatives to weigh")
 
 
 def fit_budget(image_or_size: Any, strategy: str, max_tokens: int, **params: Any) -> Plan:
