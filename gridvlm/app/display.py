@@ -332,3 +332,25 @@ def _round(value: Any, digits: int | None) -> Any:
     if isinstance(value, float) and digits is not None:
         return round(value, digits)
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Why this grid?
+
+
+def explanation_markdown(e: Any) -> str:
+    """`gridvlm.explain`'s answer as Markdown: the rule, every candidate with its scores (the winner in bold and
+    marked), and the decision."""
+    keys = list(dict.fromkeys(k for c in e.candidates for k in c.scores))
+    header = "| | candidate | " + " | ".join(keys) + " | note |"
+    lines = [f"**Rule.** {e.rule}", "", header, "| --- | --- | " + " | ".join("---:" for _ in keys) + " | --- |"]
+    for c in e.candidates:
+        label = f"**{c.label}**" if c.chosen else c.label
+        cells = [_score(c.scores[k]) if k in c.scores else "" for k in keys]
+        lines.append(f"| {'→' if c.chosen else ''} | {label} | " + " | ".join(cells) + f" | {c.note} |")
+    lines += ["", f"**Decision.** {e.decision}"]
+    return "\n".join(lines)
+
+
+def _score(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
