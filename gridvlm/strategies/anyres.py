@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, py_round, square_pad_content, squashed_view, whole
-from .registry import ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
+from .registry import Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register, subset_knob
 from .reference import (
     CLIP, CLIP_L_336, DEEPSEEK_VL2_MOE, MISTRAL_7B, QWEN2_7B, SIGLIP, SIGLIP_SO400M, VICUNA_7B, ReferenceModel,
 )
@@ -32,16 +32,24 @@ def deepseek_candidates(max_tiles: int) -> list[list[int]]:
     return [[w, h] for w, h in pairs]
 
 
-def select_best_resolution(width: int, height: int, candidates_wh: list[tuple[int, int]]) -> tuple[int, int]:
-    """The candidate canvas (w, h) that keeps the most real pixels, then wastes the fewest; first wins ties."""
-    best, best_eff, best_waste = None, -1, math.inf
-    for cw, ch in candidates_wh:
+def rank_resolutions(width: int, height: int,
+                     candidates_wh: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int]:
+    """`select_best_resolution`'s scores: (effective resolution, wasted pixels) of each candidate canvas (w, h), in
+    list order, and the index of the winner: the most real pixels kept, then the fewest wasted; first wins ties."""
+    scores, best, best_eff, best_waste = [], -1, -1, math.inf
+    for i, (cw, ch) in enumerate(candidates_wh):
         scale = min(cw / width, ch / height)
         eff = min(int(width * scale) * int(height * scale), width * height)
         waste = cw * ch - eff
+        scores.append((eff, waste))
         if eff > best_eff or (eff == best_eff and waste < best_waste):
-            best, best_eff, best_waste = (cw, ch), eff, waste
-    return best
+            best, best_eff, best_waste = i, eff, waste
+    return scores, best
+
+
+def select_best_resolution(width: int, height: int, candidates_wh: list[tuple[int, int]]) -> tuple[int, int]:
+    """The candidate canvas (w, h) that keeps the most real pixels, then wastes the fewest; first wins ties."""
+    return candidates_wh[rank_resolutions(width, height, candidates_wh)[1]]
 
 
 def fit_in_canvas(width: int, height: int, cw: int, ch: int) -> tuple[int, int]:
@@ -158,6 +166,72 @@ def _anyres_plan(name: str, w: int, h: int, p: dict[str, Any], max_features_tile
     )
 
 
+def _canvas_label(cw: int, ch: int, t: int) -> str:
+    return f"{ch // t}×{cw // t} tiles on a {cw}×{ch} canvas"
+
+
+def _names(labels: list[str]) -> str:
+    """"a", "a and b", "a, b and c", or "a, b and 5 more" for long lists."""
+    if len(labels) > 3:
+        return f"{labels[0]}, {labels[1]} and {len(labels) - 2} more"
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def explain_canvas(name: str, w: int, h: int, candidates_wh: list[tuple[int, int]], t: int, source: str) -> Explanation:
+    """Why `select_best_resolution` took its canvas: every candidate (w, h) with the scores `rank_resolutions`
+    ranks it by (the planner's own helper), tie-breaks named. `source` says where the candidate list comes from."""
+    scores, best = rank_resolutions(w, h, candidates_wh)
+    best_eff, best_waste = scores[best]
+    labels = [_canvas_label(cw, ch, t) for cw, ch in candidates_wh]
+    less_waste = [labels[i] for i, (e, x) in enumerate(scores) if e == best_eff and x > best_waste]
+    exact = [labels[i] for i, (e, x) in enumerate(scores) if i != best and (e, x) == (best_eff, best_waste)]
+    candidates = []
+    for i, ((cw, ch), (eff, waste)) in enumerate(zip(candidates_wh, scores)):
+        note = ""
+        if i == best:
+            parts = []
+            if less_waste:
+                parts.append(f"ties {_names(less_waste)} on effective resolution and wastes fewer pixels")
+            if exact:
+                parts.append(f"exact tie with {_names(exact)}: the reference keeps the first one in the list")
+            note = "; ".join(parts)
+        elif eff == best_eff and waste > best_waste:
+            note = f"same effective resolution as the winner but {waste - best_waste:,} more wasted pixels"
+        elif (eff, waste) == (best_eff, best_waste):
+            note = "exact tie with the winner, which comes first in the list"
+        candidates.append(Candidate(labels[i], {"effective resolution": eff, "wasted pixels": waste},
+                                    chosen=i == best, grid=(ch // t, cw // t), note=note))
+    cap = w * h
+    decision = f"{labels[best]} wins: it keeps the most of the image, {best_eff:,} real pixels"
+    decision += f" (all {cap:,}: the score is capped at the image's own size)" if best_eff == cap else ""
+    if less_waste:
+        decision += (f"; {_names(less_waste)} keep{'s' * (len(less_waste) == 1)} as much, so the tie goes to "
+                     f"the canvas that wastes fewer pixels ({best_waste:,})")
+    if exact:
+        decision += (f"; {_names(exact)} tie{'s' * (len(exact) == 1)} with it exactly (same resolution and waste) and "
+                     "the reference keeps the first one found")
+    rule = (f"Each candidate canvas ({source}) is scored by its effective resolution: the image scaled to fit "
+            "inside it (aspect kept), pixels counted but capped at the image's own; the most wins, ties go to the "
+            "fewest wasted canvas pixels, and an exact tie to the first in the list. Grids are rows×cols, "
+            "canvases width×height.")
+    return Explanation(name, (w, h), rule, tuple(candidates), decision)
+
+
+def _explain_anyres(name: str, w: int, h: int, p: dict[str, Any]) -> Explanation:
+    t = p["tile_size"]
+    if p.get("multi_image"):
+        only = Candidate(f"1×1: the image padded to a square and resized to {t}×{t}", {"tiles": 1}, chosen=True,
+                         grid=(1, 1), note="multi-image prompt: OneVision does not tile")
+        return Explanation(name, (w, h), "In a multi-image prompt OneVision pads each image to a square and "
+                           "does not tile it; there is no canvas to choose.", (only,),
+                           "multi_image is set, so the one padded square view is used")
+    hf = p["pinpoint_order"] == "hw"
+    candidates = [(b, a) if hf else (a, b) for a, b in p["grid_pinpoints"]]
+    order = "grid_pinpoints read as (height, width), as transformers" if hf else \
+        "grid_pinpoints read as (width, height), as the original repo"
+    return explain_canvas(name, w, h, candidates, t, order)
+
+
 def _check_pinpoints(p: dict[str, Any]) -> None:
     t = p["tile_size"]
     bad = [pp for pp in p["grid_pinpoints"] if pp[0] % t or pp[1] % t]
@@ -188,6 +262,7 @@ register(StrategyInfo(
     },
     budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
     planner=lambda w, h, p: _anyres_plan("llava-next", w, h, p, None),
+    explainer=lambda w, h, p: _explain_anyres("llava-next", w, h, p),
     knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
     pixels=PixelRecipe(CLIP),  # llava-hf/llava-v1.6-*-hf preprocessor_config
@@ -214,6 +289,7 @@ register(StrategyInfo(
     },
     budget="grid_pinpoints: the pinpoint list restricted to canvases of at most k tiles",
     planner=lambda w, h, p: _anyres_plan("llava-onevision", w, h, p, p["max_features_tiles"]),
+    explainer=lambda w, h, p: _explain_anyres("llava-onevision", w, h, p),
     knob=subset_knob("grid_pinpoints", _pinpoint_tiles),
     check=_check_pinpoints,
     # llava-hf/llava-onevision-qwen2-*-ov-hf: image_mean/std 0.5 (SigLIP-so400m). multi_image is pad_to_square
@@ -266,6 +342,9 @@ register(StrategyInfo(
     },
     budget="grids: the grid set restricted to grids of at most k tiles",
     planner=_llava_hd_plan,
+    explainer=lambda w, h, p: explain_canvas("llava-1.5-hd", w, h, [(c * p["tile_size"], r * p["tile_size"])
+                                                                    for r, c in p["grids"]],
+                                             p["tile_size"], "the paper's grids, in its order"),
     knob=subset_knob("grids"),
     pixels=PixelRecipe(CLIP),  # LLaVA-1.5's CLIP ViT-L/14-336
     reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # LLaVA-1.5-HD (LLaVA-1.5 paper §3.3), 7B
@@ -326,6 +405,18 @@ def _deepseek_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     )
 
 
+def _explain_deepseek(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    t = p["tile_size"]
+    if not p["cropping"]:
+        only = Candidate(f"1×1 tile on a {t}×{t} canvas", {"tiles": 1}, chosen=True, grid=(1, 1),
+                         note="cropping off (a prompt with more than 2 images)")
+        return Explanation("deepseek-vl2", (w, h), "With cropping off (prompts with more than 2 images) the "
+                           f"reference skips the canvas choice and uses one {t}×{t} local tile.", (only,),
+                           "cropping is off, so there is no choice: one 1×1 local tile after the global view")
+    return explain_canvas("deepseek-vl2", w, h, [(a * t, b * t) for a, b in p["candidate_tiles"]], t,
+                          "candidate_tiles as (w, h) in tiles, in the config's order")
+
+
 register(StrategyInfo(
     name="deepseek-vl2",
     family="anyres",
@@ -343,6 +434,7 @@ register(StrategyInfo(
     },
     budget="candidate_tiles: the candidate canvases restricted to at most k tiles",
     planner=_deepseek_plan,
+    explainer=_explain_deepseek,
     knob=subset_knob("candidate_tiles"),
     # processing_deepseek_vl_v2.py: image_mean/std 0.5; ImageOps.pad(color=int(255 * 0.5))
     pixels=PixelRecipe(SIGLIP, pad_colour=(127, 127, 127)),
