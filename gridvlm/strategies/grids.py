@@ -13,7 +13,9 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register, subset_knob
+from .registry import (
+    BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register, subset_knob,
+)
 from .reference import (
     CLIP, CLIP_L_224, CLIP_L_336, IMAGENET, INTERNLM2_7B, INTERNVIT_300M, LLAMA3_8B, LLAMA_7B, SIGLIP,
     SIGLIP_SO400M, SMOLLM2_1_7B, VICUNA_7B, ReferenceModel,
@@ -54,17 +56,31 @@ def _iou_f32(a: tuple[int, int], b: tuple[int, int]) -> float:
     return to_float32(to_float32(inter) / to_float32(to_float32(union) + _EPS32))
 
 
-def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
-    """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
-    best, best_score = 0, -math.inf
+def anchor_scores(w: int, h: int, anchors: list[list[int]], tile: int) -> list[tuple[float, float, float]]:
+    """(shape IoU, resolution IoU, score = 100·shape IoU + IoU) of every anchor, in float32 as UReader's
+    anchor_rank computes them, in the anchors' order."""
     ratio = to_float32(h / w)
-    for i, (r, c) in enumerate(anchors):
+    scored = []
+    for r, c in anchors:
         aw, ah = c * tile, r * tile
         shape_h = int(to_float32(ratio * to_float32(aw)))  # assigned into an int64 tensor: truncation
-        score = to_float32(to_float32(_iou_f32((aw, ah), (aw, shape_h)) * 100) + _iou_f32((aw, ah), (w, h)))
+        shape_iou, iou = _iou_f32((aw, ah), (aw, shape_h)), _iou_f32((aw, ah), (w, h))
+        scored.append((shape_iou, iou, to_float32(to_float32(shape_iou * 100) + iou)))
+    return scored
+
+
+def _first_argmax(scores: list[float]) -> int:
+    """Index of the highest score, the first one on ties (torch argmax over the anchors)."""
+    best, best_score = 0, -math.inf
+    for i, score in enumerate(scores):
         if score > best_score:
             best, best_score = i, score
     return best
+
+
+def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
+    """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
+    return _first_argmax([s for _, _, s in anchor_scores(w, h, anchors, tile)])
 
 
 UREADER_ANCHORS = [
@@ -89,6 +105,44 @@ def _shape_adaptive_plan(name: str, markers: bool):
         return resized_grid_plan(name, w, h, p, rows, cols, p["tile_size"], p["tokens_per_view"], grid, "first",
                                  text_tokens=text)
     return planner
+
+
+def _tiles_label(rows: int, cols: int, tile: int) -> str:
+    return f"{rows}×{cols} tiles on a {cols * tile}×{rows * tile} canvas"
+
+
+def _shape_adaptive_explainer(name: str):
+    def explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        anchors, t = p["anchors"], p["tile_size"]
+        scored = anchor_scores(w, h, anchors, t)
+        best = _first_argmax([s for _, _, s in scored])
+        top = scored[best][2]
+        tied = [i for i, (_, _, s) in enumerate(scored) if s == top and i != best]
+        candidates = []
+        for i, ((r, c), (shape_iou, iou, score)) in enumerate(zip(anchors, scored)):
+            note = ""
+            if i == best and tied:
+                note = (f"ties {', '.join(f'{anchors[j][0]}×{anchors[j][1]}' for j in tied)} on the score; "
+                        "argmax keeps the first in the anchor list")
+            elif i in tied:
+                note = (f"ties the winner {anchors[best][0]}×{anchors[best][1]} on the score but comes later in "
+                        "the anchor list; argmax keeps the first")
+            candidates.append(Candidate(
+                _tiles_label(r, c, t),
+                {"shape IoU": shape_iou, "resolution IoU": iou, "score (100·shape IoU + IoU)": score},
+                chosen=i == best, grid=(r, c), note=note))
+        r, c = anchors[best]
+        decision = (f"{r}×{c} (anchor {best + 1} of {len(anchors)}) has the highest score {top:.6g}: shape IoU "
+                    f"{scored[best][0]:.4g}, resolution IoU {scored[best][1]:.4g}")
+        if tied:
+            decision += (f"; {len(tied)} later anchor{'s' * (len(tied) != 1)} tie on the score and the reference "
+                         "(torch argmax) keeps the first one in the list")
+        decision += f". The image is stretched to {c * t}×{r * t}, cut into {r}×{c} tiles, the global view first."
+        rule = (f"{name} scores every anchor grid (rows×cols of {t}-px tiles) by 100·shape IoU + resolution IoU "
+                "(float32 box IoUs at the origin: the anchor against the image's aspect at the anchor's width, and "
+                "against the image's own size); the highest wins, the first in the list on ties.")
+        return Explanation(name, (w, h), rule, tuple(candidates), decision)
+    return explainer
 
 
 for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
@@ -116,6 +170,7 @@ for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
         },
         budget="anchors: the anchor list restricted to grids of at most k tiles",
         planner=_shape_adaptive_plan(_name, markers=_name == "docowl-1.5"),
+        explainer=_shape_adaptive_explainer(_name),
         knob=subset_knob("anchors"),
         pixels=PixelRecipe(CLIP),  # UReader doc_processor / DocOwl1.5 DocProcessor Normalize (CLIP ViT-L/14)
         # UReader: mPLUG-Owl (ViT-L/14 + LLaMA-7B); DocOwl1.5: mPLUG-Owl2's ViT-L/14 + LLaMA-7B
@@ -129,20 +184,89 @@ for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
 # InternVL
 
 
-def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
-    """(cols, rows) closest in aspect ratio; on a tie the bigger grid wins only if the image has the pixels."""
+INTERNVL_CLOSER, INTERNVL_TIE_TAKEN, INTERNVL_TIE_REFUSED, INTERNVL_FARTHER = "closer", "tie taken", "tie refused", "farther"
+
+
+def internvl_candidates(w: int, h: int, tile: int, min_tiles: int, max_tiles: int
+                        ) -> tuple[list[tuple[int, int, float, str]], tuple[int, int]]:
+    """InternVL's find_closest_aspect_ratio, step by step: every (cols, rows, aspect distance, what happened) in
+    the order it weighs them (by tile count, width-major inside one count), and the (cols, rows) it ends with.
+
+    What happened is INTERNVL_CLOSER (a new closest, taken), INTERNVL_TIE_TAKEN / INTERNVL_TIE_REFUSED (equal
+    distance: the bigger grid is taken only if W·H > 0.5·T²·c·r) or INTERNVL_FARTHER.
+    """
     candidates = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
                   if min_tiles <= c * r <= max_tiles]
     candidates.sort(key=lambda cr: cr[0] * cr[1])
     aspect, area = w / h, w * h
     best, best_diff = (1, 1), math.inf
+    steps = []
     for c, r in candidates:
         diff = abs(aspect - c / r)
         if diff < best_diff:
             best, best_diff = (c, r), diff
-        elif diff == best_diff and area > 0.5 * tile * tile * c * r:
-            best = (c, r)
-    return best
+            steps.append((c, r, diff, INTERNVL_CLOSER))
+        elif diff == best_diff:
+            if area > 0.5 * tile * tile * c * r:
+                best = (c, r)
+                steps.append((c, r, diff, INTERNVL_TIE_TAKEN))
+            else:
+                steps.append((c, r, diff, INTERNVL_TIE_REFUSED))
+        else:
+            steps.append((c, r, diff, INTERNVL_FARTHER))
+    return steps, best
+
+
+def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(cols, rows) closest in aspect ratio; on a tie the bigger grid wins only if the image has the pixels."""
+    return internvl_candidates(w, h, tile, min_tiles, max_tiles)[1]
+
+
+def internvl_explanation(name: str, w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> Explanation:
+    """Why InternVL's rule (also GOT-OCR2's and the other tilers that reuse it) picks its grid for a W×H image."""
+    steps, best = internvl_candidates(w, h, tile, min_tiles, max_tiles)
+    area, aspect = w * h, w / h
+    winner = next(i for i, (c, r, _, _) in reversed(list(enumerate(steps))) if (c, r) == best)
+    best_c, best_r = best
+    best_d = steps[winner][2]
+    candidates = []
+    holder = None  # the grid held as closest when each candidate is weighed
+    for i, (c, r, d, what) in enumerate(steps):
+        need = 0.5 * tile * tile * c * r
+        if what == INTERNVL_CLOSER:
+            note = "closest so far: taken"
+        elif what == INTERNVL_TIE_TAKEN:
+            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} > 0.5·T²·tiles = "
+                    f"{need:,.0f}, so the bigger grid is taken")
+        elif what == INTERNVL_TIE_REFUSED:
+            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} ≤ 0.5·T²·tiles = "
+                    f"{need:,.0f}, the image lacks the pixels, {holder[1]}×{holder[0]} stays")
+        else:
+            note = ""
+        if what in (INTERNVL_CLOSER, INTERNVL_TIE_TAKEN):
+            holder = (c, r)
+        candidates.append(Candidate(
+            _tiles_label(r, c, tile),
+            {"grid aspect (cols/rows)": c / r, "aspect distance": d, "tiles": c * r, "area rule (0.5·T²·tiles)": need},
+            chosen=i == winner, grid=(r, c), note=note))
+    decision = (f"{best_r}×{best_c} ({best_c * best_r} tile{'s' * (best_c * best_r != 1)}) is the closest to the "
+                f"image's aspect {aspect:.4g}: distance {best_d:.4g}")
+    ties = [(c, r, what) for c, r, d, what in steps if d == best_d and (c, r) != best]
+    taken = [f"{r}×{c}" for c, r, what in ties if what != INTERNVL_TIE_REFUSED and c * r < best_c * best_r]
+    refused = [f"{r}×{c}" for c, r, what in ties if what == INTERNVL_TIE_REFUSED]
+    if steps[winner][3] == INTERNVL_TIE_TAKEN:
+        decision += (f"; it ties {', '.join(taken)} and the area rule takes the bigger grid because the image has the "
+                     f"pixels (W·H = {area:,} > 0.5·T²·{best_c * best_r} = {0.5 * tile * tile * best_c * best_r:,.0f})")
+    if refused:
+        decision += (f"; {', '.join(refused)} tie{'s' * (len(refused) == 1)} on distance but the area rule refuses "
+                     f"{'it' if len(refused) == 1 else 'them'}: W·H = {area:,} is not above 0.5·T²·tiles")
+    if len(steps) and steps[winner][3] == INTERNVL_CLOSER and not refused and not ties:
+        decision += "; no other grid ties it"
+    decision += "."
+    rule = (f"{name} weighs every grid of {min_tiles}–{max_tiles} {tile}-px tiles by tile count (rows×cols, width-"
+            "major within a count), keeping the one whose cols/rows is closest to W/H; on an equal distance the "
+            "bigger grid replaces it only if W·H > 0.5·T²·tiles (the area rule).")
+    return Explanation(name, (w, h), rule, tuple(candidates), decision)
 
 
 def _internvl_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -172,6 +296,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_internvl_plan,
+    explainer=lambda w, h, p: internvl_explanation("internvl", w, h, p["tile_size"], p["min_tiles"], p["max_tiles"]),
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65), monotone=False),
     check=at_most("internvl", "min_tiles", "max_tiles"),
     pixels=PixelRecipe(IMAGENET),  # InternVL build_transform IMAGENET_MEAN/STD; OpenGVLab/InternVL3-*-hf
