@@ -337,16 +337,24 @@ def idefics3_sizes(w: int, h: int, longest_edge: int, tile: int) -> tuple[tuple[
     return (w1, h1), (w2, h2)
 
 
+def idefics3_branch(name: str, w: int, h: int, p: dict[str, Any]
+                    ) -> tuple[tuple[int, int], tuple[int, int], bool]:
+    """(longest-edge size, tile-rounded size, whether the image is split): the branch Idefics3's processor takes."""
+    t = p["tile_size"]
+    first, (w2, h2) = idefics3_sizes(w, h, p["longest_edge"], t)
+    if w2 < 1 or h2 < 1:
+        raise PlanError(f"{name}: a {w}×{h} image rounds to an empty {w2}×{h2} image at longest_edge "
+                        f"{p['longest_edge']}")
+    return first, (w2, h2), p["do_image_splitting"] and (w2 > t or h2 > t)
+
+
 def _idefics_plan(name: str):
     def planner(w: int, h: int, p: dict[str, Any]) -> Plan:
         t, n = p["tile_size"], p["tokens_per_tile"]
         g = math.isqrt(n)
         grid = (g, g) if g * g == n else (1, n)
-        _, (w2, h2) = idefics3_sizes(w, h, p["longest_edge"], t)
-        if w2 < 1 or h2 < 1:
-            raise PlanError(f"{name}: a {w}×{h} image rounds to an empty {w2}×{h2} image at longest_edge "
-                            f"{p['longest_edge']}")
-        if p["do_image_splitting"] and (w2 > t or h2 > t):
+        _, (w2, h2), split = idefics3_branch(name, w, h, p)
+        if split:
             rows, cols = h2 // t, w2 // t
             # per row: rows·(cols·(<fake><row_r_col_c>) + '\n'), then '\n<fake><global-img>' … '<fake>'
             return resized_grid_plan(name, w, h, p, rows, cols, t, n, grid, "last",
@@ -354,6 +362,41 @@ def _idefics_plan(name: str):
         tile = make_tile(0, 0, 0, whole((w, h)), (t, t), n, grid)
         return Plan(name, p, (w, h), (1, 1), None, (tile,), None, None, n, {"tiles": n}, text_tokens=3)
     return planner
+
+
+def _idefics_explainer(name: str):
+    def explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        t, n, edge = p["tile_size"], p["tokens_per_tile"], p["longest_edge"]
+        (w1, h1), (w2, h2), split = idefics3_branch(name, w, h, p)
+        rows, cols = h2 // t, w2 // t
+        scale = edge / max(w, h)
+        steps = (f"longest edge to {edge} ({'up' if scale > 1 else 'down' if scale < 1 else 'no'}scaling ×"
+                 f"{scale:.3g}, the short side rounded up to even): {w1}×{h1}; rounded up to whole {t}-px tiles: {w2}×{h2}")
+        split_note = ("" if split else "not taken: " + ("do_image_splitting is False" if not p["do_image_splitting"]
+                                                        else f"the rounded image fits one {t}-px tile"))
+        one_note = ("" if not split else f"not taken: the rounded image {w2}×{h2} is larger than one {t}×{t} tile")
+        candidates = (
+            Candidate(f"split: {rows}×{cols} tiles on a {w2}×{h2} canvas + global view last",
+                      {"canvas width": w2, "canvas height": h2, "tiles": rows * cols, "views": rows * cols + 1,
+                       "visual tokens": n * (rows * cols + 1)},
+                      chosen=split, grid=(rows, cols), note=split_note),
+            Candidate(f"no split: the whole image squashed to one {t}×{t} view",
+                      {"views": 1, "visual tokens": n}, chosen=not split, grid=(1, 1), note=one_note),
+        )
+        if split:
+            decision = (f"{steps}; that is larger than one tile, so it is split into {rows}×{cols} tiles and the "
+                        f"resized image squashed to {t}×{t} is appended last: {rows * cols + 1} views.")
+            if scale > 1:
+                decision += f" Small images are upscaled first: the {w}×{h} image is enlarged to {w1}×{h1}."
+        elif not p["do_image_splitting"]:
+            decision = "do_image_splitting is False: one squashed view, whatever the size."
+        else:
+            decision = f"{steps}; that fits one {t}×{t} tile, so the image is one squashed view."
+        rule = (f"{name} resizes the longest edge to {edge} (up or down), rounds both sides up to whole {t}-px tiles "
+                f"(aspect stretched by under a tile), and splits only if the result is larger than one tile; the "
+                "grid is the rounded size in tiles.")
+        return Explanation(name, (w, h), rule, candidates, decision)
+    return explainer
 
 
 # SigLIP mean/std 0.5 and Lanczos (Idefics3ImageProcessorPil; checkpoints carry "resample": 1). The global view
@@ -393,6 +436,7 @@ for _name, _edge, _tile, _tokens, _summary, _reference_model, _vectors, _order i
         },
         budget="longest_edge, in whole tiles",
         planner=_idefics_plan(_name),
+        explainer=_idefics_explainer(_name),
         pixels=_IDEFICS_PIXELS,
         pixels_for=_idefics_pixels,
         reference_model=_reference_model,
