@@ -452,11 +452,20 @@ for _name, _edge, _tile, _tokens, _summary, _reference_model, _vectors, _order i
 # The naive fixed grid (teaching baseline, no reference code)
 
 
+def fixed_grid_shape(w: int, h: int, p: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """((rows, cols) the image needs: ceil(H/T) × ceil(W/T), (rows, cols) used, the per-side clamp ⌊√max_tiles⌋);
+    explicit rows/cols replace the automatic ones."""
+    t = p["tile_size"]
+    side = math.isqrt(p["max_tiles"])
+    need = (math.ceil(h / t), math.ceil(w / t))
+    rows = p["rows"] if p["rows"] is not None else min(need[0], side)
+    cols = p["cols"] if p["cols"] is not None else min(need[1], side)
+    return need, (rows, cols), side
+
+
 def _fixed_grid_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     t, o = p["tile_size"], p["overlap"]
-    side = math.isqrt(p["max_tiles"])
-    rows = p["rows"] if p["rows"] is not None else min(math.ceil(h / t), side)
-    cols = p["cols"] if p["cols"] is not None else min(math.ceil(w / t), side)
+    _, (rows, cols), _ = fixed_grid_shape(w, h, p)
     if rows * cols > p["max_tiles"]:
         raise PlanError(f"fixed-grid: rows × cols = {rows}×{cols} = {rows * cols} tiles exceeds max_tiles="
                         f"{p['max_tiles']}; lower rows/cols or raise max_tiles")
@@ -483,6 +492,49 @@ def _fixed_grid_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     tokens = {"tiles": per_view * len(tiles), **({"thumbnail": per_view} if thumb else {})}
     return Plan("fixed-grid", p, (w, h), (rows, cols), extent, tuple(tiles), thumb, thumbnail, sum(tokens.values()),
                 tokens, content_box=content, notes=notes)
+
+
+def _fixed_grid_explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _fixed_grid_plan(w, h, p)  # refuses what the planner refuses (too many tiles, tiles off the image)
+    t = p["tile_size"]
+    (need_r, need_c), (rows, cols), side = fixed_grid_shape(w, h, p)
+    auto = (min(need_r, side), min(need_c, side))
+    given = p["rows"] is not None or p["cols"] is not None
+
+    def coverage(r: int, c: int) -> float:
+        if p["resize"]:
+            return 1.0
+        stride = t - p["overlap"]
+        return min(w, (c - 1) * stride + t) * min(h, (r - 1) * stride + t) / (w * h)
+
+    def scores(r: int, c: int) -> dict[str, float]:
+        return {"rows": r, "cols": c, "tiles": r * c, "image covered": coverage(r, c)}
+
+    clamped = auto != (need_r, need_c)
+    candidates = [Candidate(f"the grid the image needs: ceil(H/{t})×ceil(W/{t}) = {need_r}×{need_c}",
+                            scores(need_r, need_c), chosen=not clamped and not given, grid=(need_r, need_c),
+                            note=f"clamped: more than ⌊√max_tiles⌋ = {side} per side" if clamped else "")]
+    if clamped:
+        candidates.append(Candidate(f"clamped to at most {side} per side: {auto[0]}×{auto[1]}", scores(*auto),
+                                    chosen=not given, grid=auto,
+                                    note=f"max_tiles = {p['max_tiles']} allows ⌊√{p['max_tiles']}⌋ = {side} per side"))
+    if given:
+        candidates.append(Candidate(f"as given (rows={p['rows']}, cols={p['cols']}): {rows}×{cols}", scores(rows, cols),
+                                    chosen=True, grid=(rows, cols), note="explicit rows/cols replace the automatic ones"))
+    if given:
+        decision = f"rows/cols were given, so the grid is {rows}×{cols}"
+    elif clamped:
+        decision = (f"the image needs {need_r}×{need_c} tiles of {t} px, but each side is clamped to ⌊√max_tiles⌋ = "
+                    f"{side}: {rows}×{cols}")
+    else:
+        decision = f"the image needs {need_r}×{need_c} tiles of {t} px, within the clamp of {side} per side"
+    cover = coverage(rows, cols)
+    if cover < 1:
+        decision += f"; the tiles are cut from the original pixels and cover only {cover:.1%} of the image"
+    decision += "."
+    rule = (f"fixed-grid takes ceil(H/T) rows and ceil(W/T) columns of {t}-px tiles, each clamped to "
+            "⌊√max_tiles⌋ (explicit rows/cols replace them); nothing is scored.")
+    return Explanation("fixed-grid", (w, h), rule, tuple(candidates), decision)
 
 
 def _check_fixed_grid(p: dict[str, Any]) -> None:
@@ -513,6 +565,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_fixed_grid_plan,
+    explainer=_fixed_grid_explainer,
     pixels=PixelRecipe(CLIP),  # a teaching baseline on LLaVA's CLIP ViT-L/14-336 tiles
     reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # a LLaVA-1.5-7B style model fed a fixed grid
     order=20,
