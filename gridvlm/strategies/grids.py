@@ -184,7 +184,8 @@ for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
 # InternVL
 
 
-INTERNVL_CLOSER, INTERNVL_TIE_TAKEN, INTERNVL_TIE_REFUSED, INTERNVL_FARTHER = "closer", "tie taken", "tie refused", "farther"
+INTERNVL_CLOSER, INTERNVL_TIE_TAKEN = "closer", "tie taken"
+INTERNVL_TIE_REFUSED, INTERNVL_FARTHER = "tie refused", "farther"
 
 
 def internvl_candidates(w: int, h: int, tile: int, min_tiles: int, max_tiles: int
@@ -239,7 +240,8 @@ def internvl_explanation(name: str, w: int, h: int, tile: int, min_tiles: int, m
             note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} > 0.5·T²·tiles = "
                     f"{need:,.0f}, so the bigger grid is taken")
         elif what == INTERNVL_TIE_REFUSED:
-            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} ≤ 0.5·T²·tiles = "
+            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} ≤ "
+                    "0.5·T²·tiles = "
                     f"{need:,.0f}, the image lacks the pixels, {holder[1]}×{holder[0]} stays")
         else:
             note = ""
@@ -247,7 +249,8 @@ def internvl_explanation(name: str, w: int, h: int, tile: int, min_tiles: int, m
             holder = (c, r)
         candidates.append(Candidate(
             _tiles_label(r, c, tile),
-            {"grid aspect (cols/rows)": c / r, "aspect distance": d, "tiles": c * r, "area rule (0.5·T²·tiles)": need},
+            {"grid aspect (cols/rows)": c / r, "aspect distance": d, "tiles": c * r,
+             "area rule (0.5·T²·tiles)": need},
             chosen=i == winner, grid=(r, c), note=note))
     decision = (f"{best_r}×{best_c} ({best_c * best_r} tile{'s' * (best_c * best_r != 1)}) is the closest to the "
                 f"image's aspect {aspect:.4g}: distance {best_d:.4g}")
@@ -256,7 +259,8 @@ def internvl_explanation(name: str, w: int, h: int, tile: int, min_tiles: int, m
     refused = [f"{r}×{c}" for c, r, what in ties if what == INTERNVL_TIE_REFUSED]
     if steps[winner][3] == INTERNVL_TIE_TAKEN:
         decision += (f"; it ties {', '.join(taken)} and the area rule takes the bigger grid because the image has the "
-                     f"pixels (W·H = {area:,} > 0.5·T²·{best_c * best_r} = {0.5 * tile * tile * best_c * best_r:,.0f})")
+                     f"pixels (W·H = {area:,} > 0.5·T²·{best_c * best_r} = "
+                     f"{0.5 * tile * tile * best_c * best_r:,.0f})")
     if refused:
         decision += (f"; {', '.join(refused)} tie{'s' * (len(refused) == 1)} on distance but the area rule refuses "
                      f"{'it' if len(refused) == 1 else 'them'}: W·H = {area:,} is not above 0.5·T²·tiles")
@@ -371,7 +375,8 @@ def _idefics_explainer(name: str):
         rows, cols = h2 // t, w2 // t
         scale = edge / max(w, h)
         steps = (f"longest edge to {edge} ({'up' if scale > 1 else 'down' if scale < 1 else 'no'}scaling ×"
-                 f"{scale:.3g}, the short side rounded up to even): {w1}×{h1}; rounded up to whole {t}-px tiles: {w2}×{h2}")
+                 f"{scale:.3g}, the short side rounded up to even): {w1}×{h1}; rounded up to whole {t}-px tiles: "
+                 f"{w2}×{h2}")
         split_note = ("" if split else "not taken: " + ("do_image_splitting is False" if not p["do_image_splitting"]
                                                         else f"the rounded image fits one {t}-px tile"))
         one_note = ("" if not split else f"not taken: the rounded image {w2}×{h2} is larger than one {t}×{t} tile")
@@ -517,14 +522,17 @@ def _fixed_grid_explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
     if clamped:
         candidates.append(Candidate(f"clamped to at most {side} per side: {auto[0]}×{auto[1]}", scores(*auto),
                                     chosen=not given, grid=auto,
-                                    note=f"max_tiles = {p['max_tiles']} allows ⌊√{p['max_tiles']}⌋ = {side} per side"))
+                                    note=f"max_tiles = {p['max_tiles']} allows ⌊√{p['max_tiles']}⌋ = {side} per "
+                                         "side"))
     if given:
-        candidates.append(Candidate(f"as given (rows={p['rows']}, cols={p['cols']}): {rows}×{cols}", scores(rows, cols),
-                                    chosen=True, grid=(rows, cols), note="explicit rows/cols replace the automatic ones"))
+        candidates.append(Candidate(f"as given (rows={p['rows']}, cols={p['cols']}): {rows}×{cols}",
+                                    scores(rows, cols), chosen=True, grid=(rows, cols),
+                                    note="explicit rows/cols replace the automatic ones"))
     if given:
         decision = f"rows/cols were given, so the grid is {rows}×{cols}"
     elif clamped:
-        decision = (f"the image needs {need_r}×{need_c} tiles of {t} px, but each side is clamped to ⌊√max_tiles⌋ = "
+        decision = (f"the image needs {need_r}×{need_c} tiles of {t} px, but each side is clamped to "
+                    "⌊√max_tiles⌋ = "
                     f"{side}: {rows}×{cols}")
     else:
         decision = f"the image needs {need_r}×{need_c} tiles of {t} px, within the clamp of {side} per side"
