@@ -13,7 +13,9 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register, subset_knob
+from .registry import (
+    BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register, subset_knob,
+)
 from .reference import (
     CLIP, CLIP_L_224, CLIP_L_336, IMAGENET, INTERNLM2_7B, INTERNVIT_300M, LLAMA3_8B, LLAMA_7B, SIGLIP,
     SIGLIP_SO400M, SMOLLM2_1_7B, VICUNA_7B, ReferenceModel,
@@ -54,17 +56,31 @@ def _iou_f32(a: tuple[int, int], b: tuple[int, int]) -> float:
     return to_float32(to_float32(inter) / to_float32(to_float32(union) + _EPS32))
 
 
-def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
-    """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
-    best, best_score = 0, -math.inf
+def anchor_scores(w: int, h: int, anchors: list[list[int]], tile: int) -> list[tuple[float, float, float]]:
+    """(shape IoU, resolution IoU, score = 100·shape IoU + IoU) of every anchor, in float32 as UReader's
+    anchor_rank computes them, in the anchors' order."""
     ratio = to_float32(h / w)
-    for i, (r, c) in enumerate(anchors):
+    scored = []
+    for r, c in anchors:
         aw, ah = c * tile, r * tile
         shape_h = int(to_float32(ratio * to_float32(aw)))  # assigned into an int64 tensor: truncation
-        score = to_float32(to_float32(_iou_f32((aw, ah), (aw, shape_h)) * 100) + _iou_f32((aw, ah), (w, h)))
+        shape_iou, iou = _iou_f32((aw, ah), (aw, shape_h)), _iou_f32((aw, ah), (w, h))
+        scored.append((shape_iou, iou, to_float32(to_float32(shape_iou * 100) + iou)))
+    return scored
+
+
+def _first_argmax(scores: list[float]) -> int:
+    """Index of the highest score, the first one on ties (torch argmax over the anchors)."""
+    best, best_score = 0, -math.inf
+    for i, score in enumerate(scores):
         if score > best_score:
             best, best_score = i, score
     return best
+
+
+def anchor_rank(w: int, h: int, anchors: list[list[int]], tile: int) -> int:
+    """Index of the anchor (rows, cols) that UReader's shape-adaptive cropping picks: shape first, then size."""
+    return _first_argmax([s for _, _, s in anchor_scores(w, h, anchors, tile)])
 
 
 UREADER_ANCHORS = [
@@ -89,6 +105,44 @@ def _shape_adaptive_plan(name: str, markers: bool):
         return resized_grid_plan(name, w, h, p, rows, cols, p["tile_size"], p["tokens_per_view"], grid, "first",
                                  text_tokens=text)
     return planner
+
+
+def _tiles_label(rows: int, cols: int, tile: int) -> str:
+    return f"{rows}×{cols} tiles on a {cols * tile}×{rows * tile} canvas"
+
+
+def _shape_adaptive_explainer(name: str):
+    def explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        anchors, t = p["anchors"], p["tile_size"]
+        scored = anchor_scores(w, h, anchors, t)
+        best = _first_argmax([s for _, _, s in scored])
+        top = scored[best][2]
+        tied = [i for i, (_, _, s) in enumerate(scored) if s == top and i != best]
+        candidates = []
+        for i, ((r, c), (shape_iou, iou, score)) in enumerate(zip(anchors, scored)):
+            note = ""
+            if i == best and tied:
+                note = (f"ties {', '.join(f'{anchors[j][0]}×{anchors[j][1]}' for j in tied)} on the score; "
+                        "argmax keeps the first in the anchor list")
+            elif i in tied:
+                note = (f"ties the winner {anchors[best][0]}×{anchors[best][1]} on the score but comes later in "
+                        "the anchor list; argmax keeps the first")
+            candidates.append(Candidate(
+                _tiles_label(r, c, t),
+                {"shape IoU": shape_iou, "resolution IoU": iou, "score (100·shape IoU + IoU)": score},
+                chosen=i == best, grid=(r, c), note=note))
+        r, c = anchors[best]
+        decision = (f"{r}×{c} (anchor {best + 1} of {len(anchors)}) has the highest score {top:.6g}: shape IoU "
+                    f"{scored[best][0]:.4g}, resolution IoU {scored[best][1]:.4g}")
+        if tied:
+            decision += (f"; {len(tied)} later anchor{'s' * (len(tied) != 1)} tie on the score and the reference "
+                         "(torch argmax) keeps the first one in the list")
+        decision += f". The image is stretched to {c * t}×{r * t}, cut into {r}×{c} tiles, the global view first."
+        rule = (f"{name} scores every anchor grid (rows×cols of {t}-px tiles) by 100·shape IoU + resolution IoU "
+                "(float32 box IoUs at the origin: the anchor against the image's aspect at the anchor's width, and "
+                "against the image's own size); the highest wins, the first in the list on ties.")
+        return Explanation(name, (w, h), rule, tuple(candidates), decision)
+    return explainer
 
 
 for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
@@ -116,6 +170,7 @@ for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
         },
         budget="anchors: the anchor list restricted to grids of at most k tiles",
         planner=_shape_adaptive_plan(_name, markers=_name == "docowl-1.5"),
+        explainer=_shape_adaptive_explainer(_name),
         knob=subset_knob("anchors"),
         pixels=PixelRecipe(CLIP),  # UReader doc_processor / DocOwl1.5 DocProcessor Normalize (CLIP ViT-L/14)
         # UReader: mPLUG-Owl (ViT-L/14 + LLaMA-7B); DocOwl1.5: mPLUG-Owl2's ViT-L/14 + LLaMA-7B
@@ -129,20 +184,93 @@ for _name, _anchors, _tile, _tokens, _summary, _ref, _vectors, _order in (
 # InternVL
 
 
-def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
-    """(cols, rows) closest in aspect ratio; on a tie the bigger grid wins only if the image has the pixels."""
+INTERNVL_CLOSER, INTERNVL_TIE_TAKEN = "closer", "tie taken"
+INTERNVL_TIE_REFUSED, INTERNVL_FARTHER = "tie refused", "farther"
+
+
+def internvl_candidates(w: int, h: int, tile: int, min_tiles: int, max_tiles: int
+                        ) -> tuple[list[tuple[int, int, float, str]], tuple[int, int]]:
+    """InternVL's find_closest_aspect_ratio, step by step: every (cols, rows, aspect distance, what happened) in
+    the order it weighs them (by tile count, width-major inside one count), and the (cols, rows) it ends with.
+
+    What happened is INTERNVL_CLOSER (a new closest, taken), INTERNVL_TIE_TAKEN / INTERNVL_TIE_REFUSED (equal
+    distance: the bigger grid is taken only if W·H > 0.5·T²·c·r) or INTERNVL_FARTHER.
+    """
     candidates = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
                   if min_tiles <= c * r <= max_tiles]
     candidates.sort(key=lambda cr: cr[0] * cr[1])
     aspect, area = w / h, w * h
     best, best_diff = (1, 1), math.inf
+    steps = []
     for c, r in candidates:
         diff = abs(aspect - c / r)
         if diff < best_diff:
             best, best_diff = (c, r), diff
-        elif diff == best_diff and area > 0.5 * tile * tile * c * r:
-            best = (c, r)
-    return best
+            steps.append((c, r, diff, INTERNVL_CLOSER))
+        elif diff == best_diff:
+            if area > 0.5 * tile * tile * c * r:
+                best = (c, r)
+                steps.append((c, r, diff, INTERNVL_TIE_TAKEN))
+            else:
+                steps.append((c, r, diff, INTERNVL_TIE_REFUSED))
+        else:
+            steps.append((c, r, diff, INTERNVL_FARTHER))
+    return steps, best
+
+
+def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(cols, rows) closest in aspect ratio; on a tie the bigger grid wins only if the image has the pixels."""
+    return internvl_candidates(w, h, tile, min_tiles, max_tiles)[1]
+
+
+def internvl_explanation(name: str, w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> Explanation:
+    """Why InternVL's rule (also GOT-OCR2's and the other tilers that reuse it) picks its grid for a W×H image."""
+    steps, best = internvl_candidates(w, h, tile, min_tiles, max_tiles)
+    area, aspect = w * h, w / h
+    winner = next(i for i, (c, r, _, _) in reversed(list(enumerate(steps))) if (c, r) == best)
+    best_c, best_r = best
+    best_d = steps[winner][2]
+    candidates = []
+    holder = None  # the grid held as closest when each candidate is weighed
+    for i, (c, r, d, what) in enumerate(steps):
+        need = 0.5 * tile * tile * c * r
+        if what == INTERNVL_CLOSER:
+            note = "closest so far: taken"
+        elif what == INTERNVL_TIE_TAKEN:
+            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} > 0.5·T²·tiles = "
+                    f"{need:,.0f}, so the bigger grid is taken")
+        elif what == INTERNVL_TIE_REFUSED:
+            note = (f"ties {holder[1]}×{holder[0]} on aspect distance; area rule: W·H = {area:,} ≤ "
+                    "0.5·T²·tiles = "
+                    f"{need:,.0f}, the image lacks the pixels, {holder[1]}×{holder[0]} stays")
+        else:
+            note = ""
+        if what in (INTERNVL_CLOSER, INTERNVL_TIE_TAKEN):
+            holder = (c, r)
+        candidates.append(Candidate(
+            _tiles_label(r, c, tile),
+            {"grid aspect (cols/rows)": c / r, "aspect distance": d, "tiles": c * r,
+             "area rule (0.5·T²·tiles)": need},
+            chosen=i == winner, grid=(r, c), note=note))
+    decision = (f"{best_r}×{best_c} ({best_c * best_r} tile{'s' * (best_c * best_r != 1)}) is the closest to the "
+                f"image's aspect {aspect:.4g}: distance {best_d:.4g}")
+    ties = [(c, r, what) for c, r, d, what in steps if d == best_d and (c, r) != best]
+    taken = [f"{r}×{c}" for c, r, what in ties if what != INTERNVL_TIE_REFUSED and c * r < best_c * best_r]
+    refused = [f"{r}×{c}" for c, r, what in ties if what == INTERNVL_TIE_REFUSED]
+    if steps[winner][3] == INTERNVL_TIE_TAKEN:
+        decision += (f"; it ties {', '.join(taken)} and the area rule takes the bigger grid because the image has the "
+                     f"pixels (W·H = {area:,} > 0.5·T²·{best_c * best_r} = "
+                     f"{0.5 * tile * tile * best_c * best_r:,.0f})")
+    if refused:
+        decision += (f"; {', '.join(refused)} tie{'s' * (len(refused) == 1)} on distance but the area rule refuses "
+                     f"{'it' if len(refused) == 1 else 'them'}: W·H = {area:,} is not above 0.5·T²·tiles")
+    if len(steps) and steps[winner][3] == INTERNVL_CLOSER and not refused and not ties:
+        decision += "; no other grid ties it"
+    decision += "."
+    rule = (f"{name} weighs every grid of {min_tiles}–{max_tiles} {tile}-px tiles by tile count (rows×cols, width-"
+            "major within a count), keeping the one whose cols/rows is closest to W/H; on an equal distance the "
+            "bigger grid replaces it only if W·H > 0.5·T²·tiles (the area rule).")
+    return Explanation(name, (w, h), rule, tuple(candidates), decision)
 
 
 def _internvl_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -172,6 +300,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_internvl_plan,
+    explainer=lambda w, h, p: internvl_explanation("internvl", w, h, p["tile_size"], p["min_tiles"], p["max_tiles"]),
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(p["min_tiles"], 65), monotone=False),
     check=at_most("internvl", "min_tiles", "max_tiles"),
     pixels=PixelRecipe(IMAGENET),  # InternVL build_transform IMAGENET_MEAN/STD; OpenGVLab/InternVL3-*-hf
@@ -212,16 +341,24 @@ def idefics3_sizes(w: int, h: int, longest_edge: int, tile: int) -> tuple[tuple[
     return (w1, h1), (w2, h2)
 
 
+def idefics3_branch(name: str, w: int, h: int, p: dict[str, Any]
+                    ) -> tuple[tuple[int, int], tuple[int, int], bool]:
+    """(longest-edge size, tile-rounded size, whether the image is split): the branch Idefics3's processor takes."""
+    t = p["tile_size"]
+    first, (w2, h2) = idefics3_sizes(w, h, p["longest_edge"], t)
+    if w2 < 1 or h2 < 1:
+        raise PlanError(f"{name}: a {w}×{h} image rounds to an empty {w2}×{h2} image at longest_edge "
+                        f"{p['longest_edge']}")
+    return first, (w2, h2), p["do_image_splitting"] and (w2 > t or h2 > t)
+
+
 def _idefics_plan(name: str):
     def planner(w: int, h: int, p: dict[str, Any]) -> Plan:
         t, n = p["tile_size"], p["tokens_per_tile"]
         g = math.isqrt(n)
         grid = (g, g) if g * g == n else (1, n)
-        _, (w2, h2) = idefics3_sizes(w, h, p["longest_edge"], t)
-        if w2 < 1 or h2 < 1:
-            raise PlanError(f"{name}: a {w}×{h} image rounds to an empty {w2}×{h2} image at longest_edge "
-                            f"{p['longest_edge']}")
-        if p["do_image_splitting"] and (w2 > t or h2 > t):
+        _, (w2, h2), split = idefics3_branch(name, w, h, p)
+        if split:
             rows, cols = h2 // t, w2 // t
             # per row: rows·(cols·(<fake><row_r_col_c>) + '\n'), then '\n<fake><global-img>' … '<fake>'
             return resized_grid_plan(name, w, h, p, rows, cols, t, n, grid, "last",
@@ -229,6 +366,42 @@ def _idefics_plan(name: str):
         tile = make_tile(0, 0, 0, whole((w, h)), (t, t), n, grid)
         return Plan(name, p, (w, h), (1, 1), None, (tile,), None, None, n, {"tiles": n}, text_tokens=3)
     return planner
+
+
+def _idefics_explainer(name: str):
+    def explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        t, n, edge = p["tile_size"], p["tokens_per_tile"], p["longest_edge"]
+        (w1, h1), (w2, h2), split = idefics3_branch(name, w, h, p)
+        rows, cols = h2 // t, w2 // t
+        scale = edge / max(w, h)
+        steps = (f"longest edge to {edge} ({'up' if scale > 1 else 'down' if scale < 1 else 'no'}scaling ×"
+                 f"{scale:.3g}, the short side rounded up to even): {w1}×{h1}; rounded up to whole {t}-px tiles: "
+                 f"{w2}×{h2}")
+        split_note = ("" if split else "not taken: " + ("do_image_splitting is False" if not p["do_image_splitting"]
+                                                        else f"the rounded image fits one {t}-px tile"))
+        one_note = ("" if not split else f"not taken: the rounded image {w2}×{h2} is larger than one {t}×{t} tile")
+        candidates = (
+            Candidate(f"split: {rows}×{cols} tiles on a {w2}×{h2} canvas + global view last",
+                      {"canvas width": w2, "canvas height": h2, "tiles": rows * cols, "views": rows * cols + 1,
+                       "visual tokens": n * (rows * cols + 1)},
+                      chosen=split, grid=(rows, cols), note=split_note),
+            Candidate(f"no split: the whole image squashed to one {t}×{t} view",
+                      {"views": 1, "visual tokens": n}, chosen=not split, grid=(1, 1), note=one_note),
+        )
+        if split:
+            decision = (f"{steps}; that is larger than one tile, so it is split into {rows}×{cols} tiles and the "
+                        f"resized image squashed to {t}×{t} is appended last: {rows * cols + 1} views.")
+            if scale > 1:
+                decision += f" Small images are upscaled first: the {w}×{h} image is enlarged to {w1}×{h1}."
+        elif not p["do_image_splitting"]:
+            decision = "do_image_splitting is False: one squashed view, whatever the size."
+        else:
+            decision = f"{steps}; that fits one {t}×{t} tile, so the image is one squashed view."
+        rule = (f"{name} resizes the longest edge to {edge} (up or down), rounds both sides up to whole {t}-px tiles "
+                f"(aspect stretched by under a tile), and splits only if the result is larger than one tile; the "
+                "grid is the rounded size in tiles.")
+        return Explanation(name, (w, h), rule, candidates, decision)
+    return explainer
 
 
 # SigLIP mean/std 0.5 and Lanczos (Idefics3ImageProcessorPil; checkpoints carry "resample": 1). The global view
@@ -268,6 +441,7 @@ for _name, _edge, _tile, _tokens, _summary, _reference_model, _vectors, _order i
         },
         budget="longest_edge, in whole tiles",
         planner=_idefics_plan(_name),
+        explainer=_idefics_explainer(_name),
         pixels=_IDEFICS_PIXELS,
         pixels_for=_idefics_pixels,
         reference_model=_reference_model,
@@ -283,11 +457,20 @@ for _name, _edge, _tile, _tokens, _summary, _reference_model, _vectors, _order i
 # The naive fixed grid (teaching baseline, no reference code)
 
 
+def fixed_grid_shape(w: int, h: int, p: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """((rows, cols) the image needs: ceil(H/T) × ceil(W/T), (rows, cols) used, the per-side clamp ⌊√max_tiles⌋);
+    explicit rows/cols replace the automatic ones."""
+    t = p["tile_size"]
+    side = math.isqrt(p["max_tiles"])
+    need = (math.ceil(h / t), math.ceil(w / t))
+    rows = p["rows"] if p["rows"] is not None else min(need[0], side)
+    cols = p["cols"] if p["cols"] is not None else min(need[1], side)
+    return need, (rows, cols), side
+
+
 def _fixed_grid_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     t, o = p["tile_size"], p["overlap"]
-    side = math.isqrt(p["max_tiles"])
-    rows = p["rows"] if p["rows"] is not None else min(math.ceil(h / t), side)
-    cols = p["cols"] if p["cols"] is not None else min(math.ceil(w / t), side)
+    _, (rows, cols), _ = fixed_grid_shape(w, h, p)
     if rows * cols > p["max_tiles"]:
         raise PlanError(f"fixed-grid: rows × cols = {rows}×{cols} = {rows * cols} tiles exceeds max_tiles="
                         f"{p['max_tiles']}; lower rows/cols or raise max_tiles")
@@ -314,6 +497,52 @@ def _fixed_grid_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     tokens = {"tiles": per_view * len(tiles), **({"thumbnail": per_view} if thumb else {})}
     return Plan("fixed-grid", p, (w, h), (rows, cols), extent, tuple(tiles), thumb, thumbnail, sum(tokens.values()),
                 tokens, content_box=content, notes=notes)
+
+
+def _fixed_grid_explainer(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _fixed_grid_plan(w, h, p)  # refuses what the planner refuses (too many tiles, tiles off the image)
+    t = p["tile_size"]
+    (need_r, need_c), (rows, cols), side = fixed_grid_shape(w, h, p)
+    auto = (min(need_r, side), min(need_c, side))
+    given = p["rows"] is not None or p["cols"] is not None
+
+    def coverage(r: int, c: int) -> float:
+        if p["resize"]:
+            return 1.0
+        stride = t - p["overlap"]
+        return min(w, (c - 1) * stride + t) * min(h, (r - 1) * stride + t) / (w * h)
+
+    def scores(r: int, c: int) -> dict[str, float]:
+        return {"rows": r, "cols": c, "tiles": r * c, "image covered": coverage(r, c)}
+
+    clamped = auto != (need_r, need_c)
+    candidates = [Candidate(f"the grid the image needs: ceil(H/{t})×ceil(W/{t}) = {need_r}×{need_c}",
+                            scores(need_r, need_c), chosen=not clamped and not given, grid=(need_r, need_c),
+                            note=f"clamped: more than ⌊√max_tiles⌋ = {side} per side" if clamped else "")]
+    if clamped:
+        candidates.append(Candidate(f"clamped to at most {side} per side: {auto[0]}×{auto[1]}", scores(*auto),
+                                    chosen=not given, grid=auto,
+                                    note=f"max_tiles = {p['max_tiles']} allows ⌊√{p['max_tiles']}⌋ = {side} per "
+                                         "side"))
+    if given:
+        candidates.append(Candidate(f"as given (rows={p['rows']}, cols={p['cols']}): {rows}×{cols}",
+                                    scores(rows, cols), chosen=True, grid=(rows, cols),
+                                    note="explicit rows/cols replace the automatic ones"))
+    if given:
+        decision = f"rows/cols were given, so the grid is {rows}×{cols}"
+    elif clamped:
+        decision = (f"the image needs {need_r}×{need_c} tiles of {t} px, but each side is clamped to "
+                    "⌊√max_tiles⌋ = "
+                    f"{side}: {rows}×{cols}")
+    else:
+        decision = f"the image needs {need_r}×{need_c} tiles of {t} px, within the clamp of {side} per side"
+    cover = coverage(rows, cols)
+    if cover < 1:
+        decision += f"; the tiles are cut from the original pixels and cover only {cover:.1%} of the image"
+    decision += "."
+    rule = (f"fixed-grid takes ceil(H/T) rows and ceil(W/T) columns of {t}-px tiles, each clamped to "
+            "⌊√max_tiles⌋ (explicit rows/cols replace them); nothing is scored.")
+    return Explanation("fixed-grid", (w, h), rule, tuple(candidates), decision)
 
 
 def _check_fixed_grid(p: dict[str, Any]) -> None:
@@ -344,6 +573,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_fixed_grid_plan,
+    explainer=_fixed_grid_explainer,
     pixels=PixelRecipe(CLIP),  # a teaching baseline on LLaVA's CLIP ViT-L/14-336 tiles
     reference_model=ReferenceModel(CLIP_L_336, VICUNA_7B),  # a LLaVA-1.5-7B style model fed a fixed grid
     order=20,
