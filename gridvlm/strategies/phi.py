@@ -147,7 +147,7 @@ def _phi4_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
 
 
 def _phi4_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
-    t, patch, max_num = p["crop_size"], p["patch_size"], p["dynamic_hd"]
+    t, patch = p["crop_size"], p["patch_size"]
     (cols, rows), _ = _phi4_grid(w, h, p)
     cw, ch = t * cols, t * rows
     rw, rh = cw / w, ch / h
