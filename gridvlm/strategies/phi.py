@@ -229,6 +229,13 @@ def phi35_scales(ratio: float, num_crops: int) -> list[tuple[int, int]]:
         scale += 1
 
 
+def phi35_fit(scale: int, ratio: float, unit: int = 336) -> tuple[int, int, int]:
+    """(long side, short side, padded short side) of HD_transform at `scale` (in the landscape frame)."""
+    new_w = int(scale * unit)
+    new_h = int(new_w / ratio)
+    return new_w, new_h, math.ceil(new_h / unit) * unit
+
+
 def _phi35_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
     plan = _phi35_plan(w, h, p)  # the reference's refusals
     num_crops, unit = p["num_crops"], 336
@@ -238,12 +245,15 @@ def _phi35_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
     tried = phi35_scales(ratio, num_crops)
     candidates = []
     for scale, crops in tried:
-        long_crops = math.ceil(scale / ratio)
-        grid = (scale, long_crops) if transposed else (long_crops, scale)
+        new_w, new_h, tar = phi35_fit(scale, ratio, unit)
+        short = tar // unit
+        grid = (scale, short) if transposed else (short, scale)
         fits = crops <= num_crops
-        new_w = scale * unit
         label = (f"scale {scale}: {grid[0]}×{grid[1]} crops, {'height' if transposed else 'width'} {new_w} px")
         note = "" if fits else f"{crops} crops exceed num_crops={num_crops}: the search stops"
+        if fits and short * scale != crops:
+            note = (f"the count allows {crops} crops, but the short side int({new_w} / {ratio:.6g}) = {new_h} px "
+                    f"pads to {short} crop{'s' * (short != 1)}")
         candidates.append(Candidate(label, {"crops (scale · ceil(scale / ratio))": crops, "num_crops": num_crops},
                                     scale == tried[-1][0] - 1, grid if fits else None, note))
     chosen = tried[-2]
@@ -265,13 +275,11 @@ def phi35_hd_size(w: int, h: int, num_crops: int, unit: int = 336) -> tuple[tupl
     width, height = (h, w) if transposed else (w, h)
     ratio = width / height
     scale = phi35_scales(ratio, num_crops)[-1][0] - 1
-    new_w = int(scale * unit)
-    new_h = int(new_w / ratio)
+    new_w, new_h, tar = phi35_fit(scale, ratio, unit)
     if new_h < 1:
         raise PlanError(f"phi-3.5-vision cannot take a {w}×{h} image with num_crops={num_crops}: its HD transform "
                         f"resizes the short side to int({new_w} / {ratio:g}) = 0 px (the resize refuses); use an "
                         f"aspect ratio below {new_w}:1")
-    tar = math.ceil(new_h / unit) * unit
     top = int((tar - new_h) / 2)
     if transposed:
         return (tar, new_w), (top, 0, top + new_h, new_w)
