@@ -4,7 +4,7 @@
 Each picks a rows × cols canvas of square tiles by its own rule, resizes the image onto it (aspect kept and
 padded for Mllama / Llama 4, squashed for the others) and cuts the tiles row-major. Aya Vision and
 DeepSeek-OCR-2 choose the grid with GOT-OCR2's `get_optimal_tiled_canvas`, which is InternVL's rule
-(`grids.internvl_grid`). Mllama and Llama 4 share `best_fit_canvas` (the least upscaling, else the least
+(`grids.internvl_grid`, here with `phi.aspect_ratio_search`). Mllama and Llama 4 share `best_fit_canvas` (the least upscaling, else the least
 downscaling, then the smallest area).
 """
 
@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
-from .grids import internvl_grid, resized_grid_plan
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
+from .grids import resized_grid_plan
+from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import (
     AYA_EXPANSE_8B, CLIP, COMMAND_A, DEEPSEEK_3B_MOE, LLAMA3_8B, LLAMA4_SCOUT, LLAMA4_VIT, MLLAMA_VIT, PE_G_14,
     SAM_VIT_B_16, SIGLIP, SIGLIP2_SO400M_16, SIGLIP_SO400M, ReferenceModel,
@@ -31,11 +32,17 @@ def _exact(x: float) -> float:
 
 def best_fit_canvas(w: int, h: int, canvases: list[tuple[int, int]], largest: bool = False,
                     cast: Callable[[float], float] = _exact) -> int:
+    return best_fit_search(w, h, canvases, largest, cast)[0]
+
+
+def best_fit_search(w: int, h: int, canvases: list[tuple[int, int]], largest: bool = False,
+                    cast: Callable[[float], float] = _exact) -> tuple[int, list[float], float, bool]:
     """Index of the (canvas_w, canvas_h) the image fits best without distortion (Mllama / Llama 4).
 
     scale = min(canvas_h / h, canvas_w / w); among scales ≥ 1 the smallest (the largest when `largest`), else the
     largest; equal scales go to the smallest area, the first on equal area. `cast` rounds each division as the
-    reference's dtype does (float32 for Llama 4's torch tensors).
+    reference's dtype does (float32 for Llama 4's torch tensors). Returns (index, every canvas' scale, the scale
+    chosen, whether any canvas upscales) — what `best_fit_canvas` takes and `explain` shows.
     """
     scales = []
     for cw, ch in canvases:
@@ -47,7 +54,42 @@ def best_fit_canvas(w: int, h: int, canvases: list[tuple[int, int]], largest: bo
     for i, s in enumerate(scales):
         if s == chosen and (best is None or canvases[i][0] * canvases[i][1] < canvases[best][0] * canvases[best][1]):
             best = i
-    return best
+    return best, scales, chosen, bool(up)
+
+
+def _best_fit_explain(name: str, w: int, h: int, arrangements, t: int, largest: bool = False,
+                      cast: Callable[[float], float] = _exact, extra_rule: str = "") -> Explanation:
+    canvases = [(c * t, r * t) for r, c in arrangements]
+    index, scales, chosen, up = best_fit_search(w, h, canvases, largest, cast)
+    tied = [i for i, sc in enumerate(scales) if sc == chosen]
+    candidates = []
+    for i, ((r, c), (cw, ch), sc) in enumerate(zip(arrangements, canvases, scales)):
+        note = ""
+        if i in tied and i != index:
+            note = (f"same scale as the winner; its canvas area {cw * ch} is larger" if cw * ch > canvases[index][0]
+                    * canvases[index][1] else "same scale and area as the winner, which comes first")
+        elif i == index and len(tied) > 1:
+            note = f"smallest canvas area among the {len(tied)} canvases at scale {sc:.6g}"
+        elif up and sc < 1:
+            note = "would shrink the image; only upscaling canvases compete"
+        candidates.append(Candidate(f"{r}×{c} tiles on a {cw}×{ch} canvas",
+                                    {"scale": sc, "canvas area": cw * ch}, i == index, (r, c), note))
+    r, c = arrangements[index]
+    which = "largest" if largest else "smallest"
+    if up:
+        n_up = sum(sc >= 1 for sc in scales)
+        decision = (f"{n_up} canvas{'es' * (n_up != 1)} hold{'s' * (n_up == 1)} the image at scale ≥ 1 (no shrinking); the "
+                    f"reference takes the {which} such scale, {chosen:.6g}")
+    else:
+        decision = (f"every canvas would shrink the image, so the reference takes the largest scale (the least "
+                    f"shrinking), {chosen:.6g}")
+    if len(tied) > 1:
+        decision += (f"; {', '.join(f'{arrangements[i][0]}×{arrangements[i][1]}' for i in tied)} share it and the "
+                     f"smallest canvas area wins (the first on equal area)")
+    rule = (f"each canvas of rows×cols {t}-px tiles is scored by the scale that fits the image inside it with the "
+            f"aspect kept, min(canvas_w / W, canvas_h / H); among scales ≥ 1 the {which} wins, else the largest; "
+            "equal scales go to the smallest canvas area, then the first listed" + extra_rule)
+    return Explanation(name, (w, h), rule, tuple(candidates), decision + f": {r}×{c} tiles.")
 
 
 def _tokens_grid(n: int) -> tuple[int, int]:
@@ -122,6 +164,8 @@ register(StrategyInfo(
     },
     budget="max_image_tiles",
     planner=_mllama_plan,
+    explainer=lambda w, h, p: _best_fit_explain("mllama", w, h, mllama_arrangements(p["max_image_tiles"]),
+                                                p["tile_size"]),
     knob=BudgetKnob("max_image_tiles", "most tiles", lambda p, n: range(1, 17)),
     # Llama-3.2-11B-Vision preprocessor_config: CLIP mean/std, resample 2 (bilinear); pad with 0 before normalising
     pixels=PixelRecipe(CLIP, resample="bilinear"),
@@ -209,6 +253,9 @@ register(StrategyInfo(
     },
     budget="max_patches",
     planner=_llama4_plan,
+    explainer=lambda w, h, p: _best_fit_explain(
+        "llama4", w, h, llama4_arrangements(p["max_patches"]), p["tile_size"], p["resize_to_max_canvas"],
+        to_float32, " (scales in float32, as the reference's int64 tensor division gives them)"),
     knob=BudgetKnob("max_patches", "most tiles", lambda p, n: range(1, 65)),
     check=_check_llama4,
     # Llama4ImageProcessor (torchvision backend): mean/std 0.5, bilinear, pad 0 before normalising (in bfloat16)
@@ -223,9 +270,31 @@ register(StrategyInfo(
 # Aya Vision (GOT-OCR2 tiling)
 
 
+@lru_cache(maxsize=64)
+def got_ocr2_ratios(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
+    """get_all_supported_aspect_ratios: (cols, rows), cols outer, rows inner, min ≤ cols·rows ≤ max, stably sorted
+    by cols·rows — InternVL's candidate order (`grids.internvl_grid`)."""
+    pairs = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
+             if min_tiles <= c * r <= max_tiles]
+    return tuple(sorted(pairs, key=lambda cr: cr[0] * cr[1]))
+
+
+def got_ocr2_search(w: int, h: int, tile: int, min_tiles: int, max_tiles: int):
+    """GOT-OCR2's get_optimal_tiled_canvas (InternVL's rule) step by step: ((cols, rows), steps)."""
+    return aspect_ratio_search(w, h, got_ocr2_ratios(min_tiles, max_tiles), tile)
+
+
+def _aya_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    t = p["tile_size"]
+    candidates, decision = aspect_candidates(w, h, t, got_ocr2_search(w, h, t, p["min_tiles"], p["max_tiles"]))
+    rule = (f"GOT-OCR2 / InternVL tiling over {p['min_tiles']}…{p['max_tiles']} tiles of {t} px (cols outer, "
+            f"sorted by tile count): " + ASPECT_RULE)
+    return Explanation("aya-vision", (w, h), rule, tuple(candidates), decision)
+
+
 def _aya_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     t, n = p["tile_size"], p["tokens_per_tile"]
-    cols, rows = internvl_grid(w, h, t, p["min_tiles"], p["max_tiles"])
+    cols, rows = got_ocr2_search(w, h, t, p["min_tiles"], p["max_tiles"])[0]
     tiled = rows * cols > 1
     # <|START_OF_IMG|>, TILE_k before each tile, TILE_GLOBAL before the last view, <|END_OF_IMG|>
     plan = resized_grid_plan("aya-vision", w, h, p, rows, cols, t, n, _tokens_grid(n), "last" if tiled else None,
@@ -253,6 +322,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_aya_plan,
+    explainer=_aya_explain,
     knob=_AYA_TILES["knob"],
     check=_AYA_TILES["check"],
     # CohereLabs/aya-vision-8b preprocessor_config (GotOcr2ImageProcessor): mean/std 0.5, resample 3 (bicubic)
@@ -276,12 +346,56 @@ def cohere2_arrangements(max_tiles: int) -> tuple[tuple[int, int], ...]:
 
 def cohere2_grid(w: int, h: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """(cols, rows) needing the least upscaling; when every canvas downscales, the least downscaling."""
+    arrangements, _, index, _ = cohere2_search(w, h, tile, max_tiles)
+    return arrangements[index]
+
+
+def cohere2_search(w: int, h: int, tile: int, max_tiles: int):
+    """(arrangements, each one's scale, the index taken, whether every canvas downscales)."""
     arrangements = cohere2_arrangements(max_tiles)
     need = [min(c * tile / w, r * tile / h) for c, r in arrangements]
     if all(s < 1 for s in need):
-        return arrangements[need.index(max(need))]
-    need = [1e10 if s < 1 else s for s in need]
-    return arrangements[need.index(min(need))]
+        return arrangements, need, need.index(max(need)), True
+    return arrangements, need, [1e10 if s < 1 else s for s in need].index(min(s for s in need if s >= 1)), False
+
+
+def least_scale_explain(name: str, w: int, h: int, grids, scales, index: int, all_down: bool, rule: str,
+                        label: Callable[[int, int], str]) -> Explanation:
+    """Cohere2-Vision / Molmo2: the least upscale wins (first on ties); if every grid shrinks, the least shrinking.
+    `grids` are (rows, cols)."""
+    chosen = scales[index]
+    tied = [i for i, sc in enumerate(scales) if sc == chosen]
+    candidates = []
+    for i, ((r, c), sc) in enumerate(zip(grids, scales)):
+        note = ""
+        if i in tied and i != index:
+            note = "same scale as the winner, which comes first"
+        elif i == index and len(tied) > 1:
+            note = f"first of the {len(tied)} grids at scale {sc:.6g}"
+        elif not all_down and sc < 1:
+            note = "would shrink the image; set aside (1e10) while any grid upscales"
+        candidates.append(Candidate(label(r, c), {"scale": sc, "tiles": r * c}, i == index, (r, c), note))
+    r, c = grids[index]
+    if all_down:
+        decision = f"every grid would shrink the image, so the least shrinking one wins (scale {chosen:.6g})"
+    else:
+        n_up = sum(sc >= 1 for sc in scales)
+        decision = (f"{n_up} grid{'s' * (n_up != 1)} hold{'s' * (n_up == 1)} the image without shrinking; the smallest upscale "
+                    f"wins (scale {chosen:.6g})")
+    if len(tied) > 1:
+        decision += (f"; {', '.join(f'{grids[i][0]}×{grids[i][1]}' for i in tied)} tie on it and the first in the "
+                     "list is kept")
+    return Explanation(name, (w, h), rule, tuple(candidates), decision + f": {r}×{c}.")
+
+
+def _cohere2_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    t = p["tile_size"]
+    arrangements, scales, index, all_down = cohere2_search(w, h, t, p["max_tiles"])
+    rule = (f"each grid of cols×rows {t}-px tiles (cols outer, ≤ {p['max_tiles']} tiles, sorted by tile count) is "
+            "scored by min(cols·tile / W, rows·tile / H); the smallest scale ≥ 1 wins (the least upscaling, first "
+            "on ties); if every grid is below 1, the largest (the least downscaling); min_tiles is ignored")
+    return least_scale_explain("cohere2-vision", w, h, [(r, c) for c, r in arrangements], scales, index, all_down,
+                               rule, lambda r, c: f"{r}×{c} tiles on a {c * t}×{r * t} canvas")
 
 
 def _cohere2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -312,6 +426,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_cohere2_plan,
+    explainer=_cohere2_explain,
     knob=_COHERE2_TILES["knob"],
     check=_COHERE2_TILES["check"],
     # Cohere2VisionImageProcessor class: OpenAI CLIP mean/std, bicubic (torchvision backend)
@@ -346,7 +461,7 @@ def _deepseek_ocr2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     index = 0
     tiles, grid, canvas, content = [], (1, 1), None, None
     if tiled:
-        cols, rows = internvl_grid(w, h, t, p["min_tiles"], p["max_tiles"])
+        cols, rows = got_ocr2_search(w, h, t, p["min_tiles"], p["max_tiles"])[0]
         grid, canvas = (rows, cols), (cols * t, rows * t)
         content = (0, 0, canvas[0], canvas[1])
         tiles = cut_canvas(canvas, content, (w, h), rows, cols, (t, t), 0, g_local ** 2, (g_local, g_local))
@@ -360,6 +475,27 @@ def _deepseek_ocr2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
         tiles = [view]
     return Plan("deepseek-ocr-2", p, (w, h), grid, canvas, tuple(tiles), view if tiled else None,
                 "last" if tiled else None, sum(tokens.values()), tokens, content_box=content)
+
+
+def gate_candidate(label: str, side: float, limit: int, tiled: bool, what: str) -> Candidate:
+    """The no-tiles branch of a reference that tiles only large images (DeepSeek-OCR, DeepSeek-OCR-2, LFM2-VL)."""
+    note = f"{what} {side:g} > {limit}: the image is tiled" if tiled else f"{what} {side:g} ≤ {limit}: not tiled"
+    return Candidate(label, {what: side, "limit": limit}, not tiled, (1, 1), note)
+
+
+def _deepseek_ocr2_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _deepseek_ocr2_plan(w, h, p)  # the reference's refusals
+    t, size = p["tile_size"], p["size"]
+    tiled = max(w, h) > t
+    gate = gate_candidate(f"no tiles: the {size}-px global view only", max(w, h), t, tiled, "longest side")
+    rule = (f"images whose longest side exceeds {t} px are tiled by GOT-OCR2 / InternVL's rule over "
+            f"{p['min_tiles']}…{p['max_tiles']} tiles of {t} px: " + ASPECT_RULE)
+    if not tiled:
+        return Explanation("deepseek-ocr-2", (w, h), rule, (gate,),
+                           f"the longest side, {max(w, h)} px, is at most {t}: one {size}-px global view, no tiles.")
+    candidates, decision = aspect_candidates(w, h, t, got_ocr2_search(w, h, t, p["min_tiles"], p["max_tiles"]))
+    return Explanation("deepseek-ocr-2", (w, h), rule, (gate, *candidates),
+                       f"the longest side, {max(w, h)} px, exceeds {t}, so the image is tiled; " + decision)
 
 
 _DEEPSEEK_TILES = _tile_count("deepseek-ocr-2", 2, 6)
@@ -379,6 +515,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_deepseek_ocr2_plan,
+    explainer=_deepseek_ocr2_explain,
     knob=_DEEPSEEK_TILES["knob"],
     check=_DEEPSEEK_TILES["check"],
     # DeepseekOcr2ImageProcessorPil: mean/std 0.5, bicubic, background_color 127
@@ -417,24 +554,82 @@ def _fit_short_side(w: int, h: int, cw: int, ch: int) -> float:
 def perception_lm_grid(w: int, h: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """(n_w, n_h): the holding canvas where the resized short side is largest (later wins ties), else the
     closest aspect ratio."""
+    return perception_lm_search(w, h, tile, max_tiles)[0]
+
+
+def perception_lm_search(w: int, h: int, tile: int, max_tiles: int):
+    """(best (n_w, n_h), [((n_w, n_h), resized short side or None when the canvas does not hold the image)],
+    {ratio key: distance} of the no-fit fallback (empty when a canvas holds the image))."""
     if max_tiles <= 1:
-        return (1, 1)
+        return (1, 1), [], {}
     ratios = perception_lm_ratios(max_tiles)
-    best, best_side = None, None
+    best, best_side, sides = None, None, []
     for group in ratios.values():
         for nw, nh in group:
+            side = None
             if nw * tile >= w and nh * tile >= h:
                 side = _fit_short_side(w, h, nw * tile, nh * tile)
                 if best is None or side >= best_side:
                     best, best_side = (nw, nh), side
+            sides.append(((nw, nh), side))
     if best is not None:
-        return best
+        return best, sides, {}
     target = w / h
     if target >= 1:
-        key = min((k for k in ratios if k <= target), key=lambda k: abs(k - target))
-        return max(ratios[key], key=lambda a: a[0])
-    key = min((k for k in ratios if k > target), key=lambda k: abs(1 / k - 1 / target))
-    return max(ratios[key], key=lambda a: a[1])
+        dist = {k: abs(k - target) for k in ratios if k <= target}
+        key = min(dist, key=dist.get)
+        return max(ratios[key], key=lambda a: a[0]), sides, dist
+    dist = {k: abs(1 / k - 1 / target) for k in ratios if k > target}
+    key = min(dist, key=dist.get)
+    return max(ratios[key], key=lambda a: a[1]), sides, dist
+
+
+def _perception_lm_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    t, most = p["tile_size"], p["max_num_tiles"]
+    best, sides, dist = perception_lm_search(w, h, t, most)
+    rule = (f"arrangements of n_w × n_h {t}-px tiles (n = {most} down to 1, grouped by ratio): among canvases that "
+            "hold the image (both sides ≥), the one where the image, resized to fit with its aspect kept, has the "
+            "largest short side wins, a later arrangement winning ties (≥); if none holds it, the closest ratio key "
+            "(≤ W/H for landscape, > W/H for portrait) and in it the arrangement with the most tiles along the long "
+            "side")
+    if not sides:
+        only = Candidate("1×1 tile (max_num_tiles ≤ 1)", {"tiles": 1}, True, (1, 1), "max_num_tiles ≤ 1: no choice")
+        return Explanation("perception-lm", (w, h), rule, (only,), "max_num_tiles ≤ 1 allows only one tile.")
+    ratios = perception_lm_ratios(most)
+    key_of = {a: k for k, group in ratios.items() for a in group}
+    best_side = dict(sides)[best]
+    candidates = []
+    for (nw, nh), side in sides:
+        chosen = (nw, nh) == best
+        scores: dict[str, float] = {"tiles": nw * nh}
+        note = ""
+        if side is not None:
+            scores["resized short side"] = side
+            if side == best_side and not chosen:
+                note = "ties the winner's short side; a later arrangement takes it (≥)"
+            elif chosen and sum(s == best_side for _, s in sides) > 1:
+                note = "the last of the arrangements tied on the largest short side (ties go to the later one)"
+        else:
+            note = "canvas smaller than the image"
+            k = key_of[(nw, nh)]
+            if k in dist:
+                scores["ratio distance"] = dist[k]
+                if chosen:
+                    note = "no canvas holds the image: the closest ratio key, most tiles along the long side"
+        candidates.append(Candidate(f"{nh}×{nw} tiles on a {nw * t}×{nh * t} canvas", scores, chosen, (nh, nw),
+                                    note))
+    nw, nh = best
+    if not dist:
+        n_tied = sum(s == best_side for _, s in sides)
+        decision = (f"{sum(s is not None for _, s in sides)} canvases hold the image; {nh}×{nw} gives the largest "
+                    f"resized short side, {best_side:g} px")
+        if n_tied > 1:
+            decision += f" ({n_tied} arrangements tie on it; the reference keeps the later one, ≥)"
+    else:
+        decision = (f"no canvas of ≤ {most} tiles holds the {w}×{h} image, so the ratio key closest to its aspect wins "
+                    f"(distance {min(dist.values()):.4g}) and, within it, {nh}×{nw}, the arrangement with the most "
+                    "tiles along the long side")
+    return Explanation("perception-lm", (w, h), rule, tuple(candidates), decision + ".")
 
 
 def _perception_lm_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -466,6 +661,7 @@ register(StrategyInfo(
     },
     budget="max_num_tiles",
     planner=_perception_lm_plan,
+    explainer=_perception_lm_explain,
     knob=BudgetKnob("max_num_tiles", "most tiles", lambda p, n: range(1, 65)),
     check=_check_perception_lm,
     # PerceptionLMImageProcessor class (torchvision backend): mean/std 0.5, bicubic

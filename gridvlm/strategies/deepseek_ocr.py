@@ -25,7 +25,9 @@ from typing import Any
 
 from ..geometry import Plan, cut_canvas, make_tile, whole
 from .anyres import pad_contain
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
+from .canvas_tiling import gate_candidate
+from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import DEEPSEEK_3B_MOE, SAM_VIT_B_16, SIGLIP, ReferenceModel
 
 # mode: (base_size, image_size, crop_mode), config.py L2-6
@@ -50,15 +52,31 @@ def crop_candidates(min_crops: int, max_crops: int) -> tuple[tuple[int, int], ..
 
 def crop_grid(w: int, h: int, tile: int, min_crops: int, max_crops: int) -> tuple[int, int]:
     """(cols, rows) closest to the image's aspect ratio; on a tie a later grid wins if the image has the pixels."""
-    aspect, area = w / h, w * h
-    best, best_diff = (1, 1), math.inf
-    for c, r in crop_candidates(min_crops, max_crops):
-        diff = abs(aspect - c / r)
-        if diff < best_diff:
-            best, best_diff = (c, r), diff
-        elif diff == best_diff and area > 0.5 * tile * tile * c * r:
-            best = (c, r)
-    return best
+    return aspect_ratio_search(w, h, crop_candidates(min_crops, max_crops), tile)[0]
+
+
+def _deepseek_ocr_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    base, tile, crop = MODES[p["mode"]]
+    how = "squashed" if tile <= 640 and not crop else "grey-padded"
+    if not crop:
+        only = Candidate(f"one {base}×{base} global view ({how})", {"views": 1}, True, (1, 1),
+                         f"mode {p['mode']} never tiles")
+        return Explanation("deepseek-ocr", (w, h), f"mode {p['mode']} makes one {base}-px global view ({how}); "
+                           "only the gundam mode tiles", (only,),
+                           f"mode {p['mode']} has no choice to make: one {base}×{base} view.")
+    tiled = w > NO_TILES_UP_TO or h > NO_TILES_UP_TO
+    gate = gate_candidate(f"no tiles: the {base}-px global view only", max(w, h), NO_TILES_UP_TO, tiled,
+                          "longest side")
+    rule = (f"gundam: an image with a side over {NO_TILES_UP_TO} px is tiled by InternVL's rule over "
+            f"{p['min_crops']}…{p['max_crops']} tiles of {tile} px (a set, sorted by tile count), plus the "
+            f"{base}-px global view: " + ASPECT_RULE)
+    if not tiled:
+        return Explanation("deepseek-ocr", (w, h), rule, (gate,),
+                           f"both sides are at most {NO_TILES_UP_TO} px: the {base}-px global view only.")
+    candidates, decision = aspect_candidates(
+        w, h, tile, aspect_ratio_search(w, h, crop_candidates(p["min_crops"], p["max_crops"]), tile))
+    return Explanation("deepseek-ocr", (w, h), rule, (gate, *candidates),
+                       f"a side exceeds {NO_TILES_UP_TO} px, so the image is tiled; " + decision)
 
 
 def _features(side: int) -> int:
@@ -107,6 +125,7 @@ register(StrategyInfo(
     },
     budget="mode, from tiny to gundam (Gundam with the given max_crops)",
     planner=_deepseek_ocr_plan,
+    explainer=_deepseek_ocr_explain,
     knob=BudgetKnob("mode", "DeepSeek-OCR mode", lambda p, n: tuple(MODES), monotone=False),
     check=at_most("deepseek-ocr", "min_crops", "max_crops"),
     # ImageTransform mean/std 0.5; ImageOps.pad colour int(255 · 0.5); PIL's default bicubic everywhere

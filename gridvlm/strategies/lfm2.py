@@ -14,8 +14,8 @@ from typing import Any
 from ..errors import PlanError
 from ..geometry import Plan, make_tile, whole
 from .grids import resized_grid_plan
-from .phi import closest_aspect_ratio, target_ratios
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search, target_ratios
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import LFM2_1_2B, SIGLIP, SIGLIP2_NAFLEX_400M, ReferenceModel
 
 
@@ -39,10 +39,42 @@ def lfm2_smart_resize(w: int, h: int, p: dict[str, Any]) -> tuple[int, int]:
 
 def lfm2_too_large(w: int, h: int, p: dict[str, Any]) -> bool:
     """`_is_image_too_large` (note its floor of one patch, not one cell)."""
+    pixels, limit = lfm2_size_test(w, h, p)
+    return pixels > limit
+
+
+def lfm2_size_test(w: int, h: int, p: dict[str, Any]) -> tuple[int, float]:
+    """The two sides of `_is_image_too_large`: (the image's pixels rounded to cells, the split threshold)."""
     ps, f = p["encoder_patch_size"], p["encoder_patch_size"] * p["downsample_factor"]
     h_bar = max(ps, round(h / f) * f)
     w_bar = max(ps, round(w / f) * f)
-    return h_bar * w_bar > p["max_image_tokens"] * ps ** 2 * p["downsample_factor"] ** 2 * p["max_pixels_tolerance"]
+    return h_bar * w_bar, p["max_image_tokens"] * ps ** 2 * p["downsample_factor"] ** 2 * p["max_pixels_tolerance"]
+
+
+def _lfm2_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    min_tiles, max_tiles = (p["min_tiles"], p["max_tiles"]) if p["do_image_splitting"] else (1, 1)
+    t = p["tile_size"]
+    new_w, new_h = lfm2_smart_resize(w, h, p)
+    pixels, limit = lfm2_size_test(w, h, p)
+    too_large = pixels > limit
+    split = too_large and not min_tiles == max_tiles == 1
+    rule = (f"an image whose size rounded to {p['encoder_patch_size'] * p['downsample_factor']}-px cells exceeds "
+            f"{limit:g} px (max_image_tokens · cell² · max_pixels_tolerance) is split by InternVL's rule over "
+            f"{min_tiles}…{max_tiles} tiles of {t} px; otherwise it is one smart-resized view. " + ASPECT_RULE[0].upper() + ASPECT_RULE[1:])
+    if not too_large:
+        note = f"rounded size {pixels} ≤ {limit:g} px: not too large, one view"
+    elif not split:
+        note = f"rounded size {pixels} > {limit:g} px, but splitting is off (min_tiles = max_tiles = 1): one view"
+    else:
+        note = f"rounded size {pixels} > {limit:g} px: too large, the image is split"
+    gate = Candidate(f"one view smart-resized to {new_w}×{new_h}", {"rounded pixels": pixels, "limit": limit},
+                     not split, (1, 1), note)
+    if not split:
+        return Explanation("lfm2-vl", (w, h), rule, (gate,), f"{note[0].upper()}{note[1:]} ({new_w}×{new_h}).")
+    candidates, decision = aspect_candidates(w, h, t, aspect_ratio_search(w, h, target_ratios(min_tiles, max_tiles),
+                                                                          t))
+    return Explanation("lfm2-vl", (w, h), rule, (gate, *candidates),
+                       f"the rounded size {pixels} exceeds {limit:g} px, so the image is split; " + decision)
 
 
 def _view_tokens(side_px: int, p: dict[str, Any]) -> int:
@@ -57,7 +89,7 @@ def _lfm2_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     image_tokens = rows_i * cols_i
     if lfm2_too_large(w, h, p) and not min_tiles == max_tiles == 1:
         t = p["tile_size"]
-        cols, rows = closest_aspect_ratio(w, h, target_ratios(min_tiles, max_tiles), t)
+        cols, rows = aspect_ratio_search(w, h, target_ratios(min_tiles, max_tiles), t)[0]
         g = _view_tokens(t, p)
         if rows * cols == 1:
             # one 512-px tile, no thumbnail, but the prompt gets the smart-resized size's count (processor quirk)
@@ -120,6 +152,7 @@ register(StrategyInfo(
     },
     budget="max_tiles (min_tiles…10); a single view is fixed by max_image_tokens",
     planner=_lfm2_plan,
+    explainer=_lfm2_explain,
     knob=BudgetKnob("max_tiles", "most tiles", _lfm2_knob_values, monotone=False),
     check=_check_lfm2,
     pixels=PixelRecipe(SIGLIP, resample="bilinear"),  # IMAGENET_STANDARD mean/std 0.5, BILINEAR

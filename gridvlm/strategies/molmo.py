@@ -12,8 +12,9 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, squashed_view, to_float32
+from .canvas_tiling import least_scale_explain
 from .grids import resized_grid_plan
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import MOLMO2_VIT, QWEN3_8B, SIGLIP, ReferenceModel
 
 
@@ -28,13 +29,38 @@ def molmo_select_tiling(height: int, width: int, window: int, max_crops: int) ->
     """`select_tiling`: (rows, cols) with rows·cols ≤ max_crops sorted by (rows·cols, rows); the scale each needs
     is min(rows·window / height, cols·window / width) in float32. If every grid would shrink the image, the one
     shrinking it least; else the smallest upscale (first wins ties)."""
+    tilings, _, index, _ = molmo_tiling_search(height, width, window, max_crops)
+    return tilings[index]
+
+
+def molmo_tiling_search(height: int, width: int, window: int, max_crops: int):
+    """`select_tiling` with its scores: (tilings (rows, cols), each one's float32 scale, the index taken, whether
+    every tiling shrinks the image)."""
     tilings = sorted(((a, b) for a in range(1, max_crops + 1) for b in range(1, max_crops + 1) if a * b <= max_crops),
                      key=lambda x: (x[0] * x[1], x[0]))
     scales = [min(_scale_f32(a * window, height), _scale_f32(b * window, width)) for a, b in tilings]
     if all(s < 1 for s in scales):
-        return tilings[scales.index(max(scales))]
-    scales = [1e10 if s < 1.0 else s for s in scales]
-    return tilings[scales.index(min(scales))]
+        return tilings, scales, scales.index(max(scales)), True
+    kept = [1e10 if s < 1.0 else s for s in scales]
+    return tilings, scales, kept.index(min(kept)), False
+
+
+def _molmo2_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _check_molmo2(p)
+    crop, patch, m = p["crop_size"], p["patch_size"], p["overlap_margin"]
+    window, margin = (crop // patch - 2 * m) * patch, 2 * m * patch
+    tilings, scales, index, all_down = molmo_tiling_search(h - margin, w - margin, window, p["max_crops"])
+    rule = (f"each grid of rows×cols {window}-px windows (≤ {p['max_crops']} crops, sorted by crops then rows) is "
+            f"scored by the float32 scale min(rows·{window} / (H − {margin}), cols·{window} / (W − {margin})) — the "
+            f"image less the {margin}-px margins; the smallest scale ≥ 1 wins (first on ties); if every grid is "
+            "below 1, the largest")
+    e = least_scale_explain("molmo2", w, h, tilings, scales, index, all_down, rule,
+                            lambda r, c: f"{r}×{c} crops on a {c * window + margin}×{r * window + margin} canvas")
+    if min(w, h) <= margin:
+        e = replace(e, decision=e.decision + f" (a side of at most {margin} px leaves nothing after the margins: "
+                                              "the reference's float32 division gives infinite or negative scales, "
+                                              "ranked as they are)")
+    return e
 
 
 def _owned(tiles: int, window: int, crop: int, left: int, right: int, pool: int) -> list[int]:
@@ -100,6 +126,7 @@ register(StrategyInfo(
     },
     budget="max_crops (most crops), 1…8",
     planner=_molmo2_plan,
+    explainer=_molmo2_explain,
     knob=BudgetKnob("max_crops", "most crops", lambda p, n: range(1, 9), monotone=False),
     check=_check_molmo2,
     pixels=PixelRecipe(SIGLIP, resample="bilinear"),  # IMAGENET_STANDARD mean/std 0.5, BILINEAR

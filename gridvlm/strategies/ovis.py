@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import PlanError
 from ..geometry import Plan, make_tile, whole
 from .grids import resized_grid_plan
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import AIMV2_HUGE_448, CLIP, QWEN2_7B, ReferenceModel
 
 # round(255 · CLIP mean): the original pads with 0 after normalising, i.e. with the mean colour
@@ -58,10 +58,15 @@ def _covered(w: int, h: int, side: int) -> float:
     return w * h
 
 
-@lru_cache(maxsize=4096)
 def covering_grid(w: int, h: int, side: int, max_tiles: int, threshold: float) -> tuple[int, int]:
     """(a, b): pieces in `a` rows × `b` columns of the original image whose covered share exceeds `threshold`
     with the fewest pieces (then the largest share, then the first); else the largest share (then the fewest)."""
+    return covering_search(w, h, side, max_tiles, threshold)[0]
+
+
+@lru_cache(maxsize=4096)
+def covering_search(w: int, h: int, side: int, max_tiles: int, threshold: float):
+    """(best (a, b), every candidate's ((a, b), covered share) in order, whether any share exceeds the threshold)."""
     area = w * h
     good, every = [], []
     for a, b in covering_candidates(max_tiles):
@@ -71,8 +76,47 @@ def covering_grid(w: int, h: int, side: int, max_tiles: int, threshold: float) -
         if ratio > threshold:
             good.append(((a, b), ratio))
     if good:
-        return min(good, key=lambda g: (g[0][0] * g[0][1], -g[1]))[0]
-    return min(every, key=lambda g: (-g[1], g[0][0] * g[0][1]))[0]
+        return min(good, key=lambda g: (g[0][0] * g[0][1], -g[1]))[0], tuple(every), True
+    return min(every, key=lambda g: (-g[1], g[0][0] * g[0][1]))[0], tuple(every), False
+
+
+def _ovis2_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _ovis2_plan(w, h, p)  # the reference's refusals
+    t, thr, hf = p["tile_size"], p["covering_threshold"], p["variant"] == "transformers"
+    best, every, covered = covering_search(w, h, t, p["max_tiles"], thr)
+    share = dict(every)[best]
+    candidates = []
+    for (a, b), ratio in every:
+        grid = (b, a) if hf else (a, b)
+        chosen = (a, b) == best
+        note = ""
+        if covered and ratio > thr and not chosen:
+            n, nb = a * b, best[0] * best[1]
+            note = ("covers enough, but more pieces than the winner" if n > nb else
+                    "covers enough with as few pieces, but a smaller share than the winner" if ratio < share else
+                    "covers enough with as few pieces and the same share; the first one wins")
+        elif chosen and covered and sum(r > thr and g[0] * g[1] == a * b for g, r in every) > 1:
+            note = "fewest pieces; among grids with that many, the largest share (then the first)"
+        elif chosen and not covered:
+            note = f"no grid covers more than {thr:g}: the largest share wins (then the fewest pieces)"
+        layout = f"{a}×{b} pieces of the image" + (f", laid out as {b}×{a} tiles (the processor transposes)"
+                                                   if hf else "")
+        candidates.append(Candidate(layout, {"covered share": ratio, "pieces": a * b}, chosen, grid, note))
+    rule = (f"the image is cut into a rows × b cols pieces (a·b ≤ {p['max_tiles']}); each piece is shrunk to fit "
+            f"{t} px (never enlarged) and the share of the image's pixels they keep is the score; among grids "
+            f"keeping more than {thr:g} the fewest pieces win (then the largest share, then the first), else the "
+            "largest share" + ("; transformers' processor unpacks (a, b) as (cols, rows), so the tiles are the "
+                               "transposed b×a layout" if hf else ""))
+    a, b = best
+    if covered:
+        decision = (f"{sum(r > thr for _, r in every)} grids keep more than {thr:g} of the image; {a}×{b} does it "
+                    f"with the fewest pieces ({a * b}, share {share:.4g})")
+    else:
+        decision = (f"no grid keeps more than {thr:g} of the image, so the largest share wins: {a}×{b} "
+                    f"({share:.4g})")
+    if hf:
+        decision += f"; the transformers processor lays it out as {b}×{a} tiles"
+    return Explanation("ovis2", (w, h), rule, tuple(candidates), decision + ".")
 
 
 def letterbox(w: int, h: int, side: int) -> tuple[int, int, int, int]:
@@ -143,6 +187,7 @@ register(StrategyInfo(
     },
     budget="max_tiles",
     planner=_ovis2_plan,
+    explainer=_ovis2_explain,
     knob=BudgetKnob("max_tiles", "most tiles", lambda p, n: range(1, 37), monotone=False),
     # CLIP mean/std (Ovis2ImageProcessorPil and the original's CLIPImageProcessor), bicubic; the original pads
     # with 0 after normalising, i.e. with the mean colour, and crops each piece before resizing it (the

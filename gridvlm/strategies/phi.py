@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, whole
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import CLIP, CLIP_L_336, PHI35_MINI, PHI4_MINI, SIGLIP, SIGLIP_SO400M, ReferenceModel
 
 
@@ -32,18 +32,73 @@ def target_ratios(min_num: int, max_num: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
 
 
+def aspect_ratio_search(w: int, h: int, ratios, tile: int):
+    """`find_closest_aspect_ratio` step by step (Phi-4-MM, LFM2-VL, GOT-OCR2, DeepSeek-OCR): the nearest w/h wins; on
+    an exact tie the later (bigger) grid replaces the best so far only when the image has more than half its pixels.
+
+    Returns (best (cols, rows), steps): one (ratio, distance, outcome, best before it) per ratio in the given
+    order, outcome "closer", "tie-taken", "tie-kept" or "farther" — what the planner took and `explain` shows.
+    """
+    aspect, area = w / h, w * h
+    best, best_diff = (1, 1), float("inf")
+    steps = []
+    for ratio in ratios:
+        diff = abs(aspect - ratio[0] / ratio[1])
+        before = best
+        if diff < best_diff:
+            best, best_diff, outcome = ratio, diff, "closer"
+        elif diff == best_diff:
+            if area > 0.5 * tile * tile * ratio[0] * ratio[1]:
+                best, outcome = ratio, "tie-taken"
+            else:
+                outcome = "tie-kept"
+        else:
+            outcome = "farther"
+        steps.append((ratio, diff, outcome, before))
+    return best, steps
+
+
 def closest_aspect_ratio(w: int, h: int, ratios, tile: int) -> tuple[int, int]:
     """`find_closest_aspect_ratio` (Phi-4-MM, LFM2-VL): nearest w/h; on an exact tie the later (bigger) grid wins
     when the image has more than half its pixels. Returns (cols, rows)."""
-    aspect, area = w / h, w * h
-    best, best_diff = (1, 1), float("inf")
-    for ratio in ratios:
-        diff = abs(aspect - ratio[0] / ratio[1])
-        if diff < best_diff:
-            best, best_diff = ratio, diff
-        elif diff == best_diff and area > 0.5 * tile * tile * ratio[0] * ratio[1]:
-            best = ratio
-    return best
+    return aspect_ratio_search(w, h, ratios, tile)[0]
+
+
+ASPECT_RULE = ("each grid is scored by |image w/h − cols/rows| and the smallest distance wins; on an exact tie the "
+               "later (bigger) grid replaces the one found first only when the image has more than half its pixels "
+               "(w·h > 0.5 · tile² · tiles)")
+
+
+def _rc(ratio: tuple[int, int]) -> str:
+    return f"{ratio[1]}×{ratio[0]}"
+
+
+def aspect_candidates(w: int, h: int, tile: int, found) -> tuple[list[Candidate], str]:
+    """The candidates and decision of an `aspect_ratio_search` result `found` = (best, steps), grids as rows×cols."""
+    best, steps = found
+    area = w * h
+    candidates = []
+    for ratio, diff, outcome, before in steps:
+        c, r = ratio
+        half = 0.5 * tile * tile * c * r
+        note = ""
+        if outcome == "tie-taken":
+            note = (f"ties {_rc(before)} on aspect distance; image area {area} > half this grid's pixels "
+                    f"({half:g}), so this later grid replaces it")
+        elif outcome == "tie-kept":
+            note = (f"ties {_rc(before)} on aspect distance; image area {area} ≤ half this grid's pixels "
+                    f"({half:g}), so {_rc(before)} is kept")
+        candidates.append(Candidate(f"{r}×{c} tiles ({c * tile}×{r * tile} canvas)",
+                                    {"aspect distance": diff, "tiles": c * r}, ratio == best, (r, c), note))
+    best_diff = next(d for ratio, d, _, _ in steps if ratio == best)
+    tied = [ratio for ratio, d, _, _ in steps if d == best_diff]
+    decision = (f"{_rc(best)} ({best[0] * best[1]} tiles) is closest to the image's aspect ratio {w / h:.4g} "
+                f"(distance {best_diff:.4g})")
+    if len(tied) > 1:
+        decision += (f"; {', '.join(map(_rc, tied))} tie at that distance: the reference keeps the first one found "
+                     f"({_rc(tied[0])}) and lets a later grid replace it only while the image has more than half "
+                     f"that grid's pixels (area {area} > 0.5 · {tile}² · tiles), which leaves {_rc(best)}")
+    return candidates, decision + "."
 
 
 def _hd_token_grid(p: int) -> int:
@@ -61,11 +116,39 @@ def _kept(cells: int, tiles: int, masked: int) -> list[int]:
     return [sum(1 for k in range(0, cells, 2) if t * cells + k < limit) for t in range(tiles)]
 
 
-def _phi4_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
-    t, patch, max_num = p["crop_size"], p["patch_size"], p["dynamic_hd"]
+def _phi4_grid(w: int, h: int, p: dict[str, Any]):
+    """((cols, rows), aspect search or None): ceil(W/crop) × ceil(H/crop), or InternVL's closest ratio over it."""
+    t, max_num = p["crop_size"], p["dynamic_hd"]
     cols, rows = math.ceil(w / float(t)), math.ceil(h / float(t))
     if cols * rows > max_num:
-        cols, rows = closest_aspect_ratio(w, h, target_ratios(1, max_num), t)
+        found = aspect_ratio_search(w, h, target_ratios(1, max_num), t)
+        return found[0], found
+    return (cols, rows), None
+
+
+def _phi4_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    _phi4_plan(w, h, p)  # the reference's refusals
+    t, max_num = p["crop_size"], p["dynamic_hd"]
+    cols, rows = math.ceil(w / float(t)), math.ceil(h / float(t))
+    (bc, br), found = _phi4_grid(w, h, p)
+    first = Candidate(f"{rows}×{cols} crops: ceil({h}/{t}) rows × ceil({w}/{t}) cols ({cols * t}×{rows * t} canvas)",
+                      {"crops": cols * rows, "most crops (dynamic_hd)": max_num}, found is None, (rows, cols),
+                      "" if found is None else f"{cols * rows} crops exceed dynamic_hd={max_num}: the closest-aspect "
+                                               "rule below decides instead")
+    rule = (f"the image gets ceil(W/{t}) × ceil(H/{t}) crops of {t} px; only when that exceeds dynamic_hd "
+            f"({max_num}) is the grid chosen by InternVL's rule over 1…{max_num} crops: " + ASPECT_RULE)
+    if found is None:
+        return Explanation("phi-4-multimodal", (w, h), rule, (first,),
+                           f"{rows}×{cols} = {cols * rows} crops is within dynamic_hd={max_num}, so it is kept; "
+                           "the closest-aspect search never runs.")
+    candidates, decision = aspect_candidates(w, h, t, found)
+    return Explanation("phi-4-multimodal", (w, h), rule, (first, *candidates),
+                       f"ceil gives {rows}×{cols} = {cols * rows} crops, over dynamic_hd={max_num}; " + decision)
+
+
+def _phi4_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
+    t, patch = p["crop_size"], p["patch_size"]
+    (cols, rows), _ = _phi4_grid(w, h, p)
     cw, ch = t * cols, t * rows
     rw, rh = cw / w, ch / h
     if rw < rh:
@@ -112,6 +195,7 @@ register(StrategyInfo(
     },
     budget="dynamic_hd (most crops), 1…36",
     planner=_phi4_plan,
+    explainer=_phi4_explain,
     knob=BudgetKnob("dynamic_hd", "most crops", lambda p, n: range(1, 37), monotone=False),
     # SigLIP mean/std 0.5, bicubic resize, white padding; the global view resizes the padded canvas
     pixels=PixelRecipe(SIGLIP, resample="bicubic", pad_colour=(255, 255, 255), thumbnail_from_canvas=True),
@@ -133,22 +217,69 @@ register(StrategyInfo(
 # (hd_transform_order "sub_glb", as the checkpoint sets it).
 
 
+def phi35_scales(ratio: float, num_crops: int) -> list[tuple[int, int]]:
+    """HD_transform's search: (scale, scale·ceil(scale / ratio)) for scale = 1, 2, … up to the first over
+    num_crops (the last entry); the scale before it is taken."""
+    tried, scale = [], 1
+    while True:
+        crops = scale * math.ceil(scale / ratio)
+        tried.append((scale, crops))
+        if crops > num_crops:
+            return tried
+        scale += 1
+
+
+def phi35_fit(scale: int, ratio: float, unit: int = 336) -> tuple[int, int, int]:
+    """(long side, short side, padded short side) of HD_transform at `scale` (in the landscape frame)."""
+    new_w = int(scale * unit)
+    new_h = int(new_w / ratio)
+    return new_w, new_h, math.ceil(new_h / unit) * unit
+
+
+def _phi35_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    plan = _phi35_plan(w, h, p)  # the reference's refusals
+    num_crops, unit = p["num_crops"], 336
+    transposed = w < h
+    width, height = (h, w) if transposed else (w, h)
+    ratio = width / height
+    tried = phi35_scales(ratio, num_crops)
+    candidates = []
+    for scale, crops in tried:
+        new_w, new_h, tar = phi35_fit(scale, ratio, unit)
+        short = tar // unit
+        grid = (scale, short) if transposed else (short, scale)
+        fits = crops <= num_crops
+        label = (f"scale {scale}: {grid[0]}×{grid[1]} crops, {'height' if transposed else 'width'} {new_w} px")
+        note = "" if fits else f"{crops} crops exceed num_crops={num_crops}: the search stops"
+        if fits and short * scale != crops:
+            note = (f"the count allows {crops} crops, but the short side int({new_w} / {ratio:.6g}) = {new_h} px "
+                    f"pads to {short} crop{'s' * (short != 1)}")
+        candidates.append(Candidate(label, {"crops (scale · ceil(scale / ratio))": crops, "num_crops": num_crops},
+                                    scale == tried[-1][0] - 1, grid if fits else None, note))
+    chosen = tried[-2]
+    side = "height" if transposed else "width"
+    return Explanation(
+        "phi-3.5-vision", (w, h),
+        f"the long side (the {side}; portrait images are transposed) is scaled to scale·{unit} px for scale = 1, 2, "
+        f"… while scale · ceil(scale / aspect) ≤ num_crops ({num_crops}); the largest such scale wins and the short "
+        f"side is padded (white, centred) to whole {unit}-px crops",
+        tuple(candidates),
+        f"scale {chosen[0]} uses {chosen[1]} crops ≤ {num_crops} and scale {tried[-1][0]} would need "
+        f"{tried[-1][1]}, so the long side becomes {chosen[0] * unit} px: {plan.grid[0]}×{plan.grid[1]} crops "
+        f"on a {plan.canvas_size[0]}×{plan.canvas_size[1]} canvas.")
+
+
 def phi35_hd_size(w: int, h: int, num_crops: int, unit: int = 336) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """((canvas w, h), content box) of Phi-3.5-vision's HD transform, in canvas pixels."""
     transposed = w < h
     width, height = (h, w) if transposed else (w, h)
     ratio = width / height
-    scale = 1
-    while scale * math.ceil(scale / ratio) <= num_crops:
-        scale += 1
-    scale -= 1
-    new_w = int(scale * unit)
-    new_h = int(new_w / ratio)
+    scale = phi35_scales(ratio, num_crops)[-1][0] - 1
+    new_w, new_h, tar = phi35_fit(scale, ratio, unit)
     if new_h < 1:
         raise PlanError(f"phi-3.5-vision cannot take a {w}×{h} image with num_crops={num_crops}: its HD transform "
                         f"resizes the short side to int({new_w} / {ratio:g}) = 0 px (the resize refuses); use an "
                         f"aspect ratio below {new_w}:1")
-    tar = math.ceil(new_h / unit) * unit
     top = int((tar - new_h) / 2)
     if transposed:
         return (tar, new_w), (top, 0, top + new_h, new_w)
@@ -184,6 +315,7 @@ register(StrategyInfo(
     },
     budget="num_crops, 1…16",
     planner=_phi35_plan,
+    explainer=_phi35_explain,
     knob=BudgetKnob("num_crops", "most crops", lambda p, n: range(1, 17), monotone=False),
     # CLIP mean/std; torchvision's PIL resize (bilinear); white padding; global view from the padded canvas
     pixels=PixelRecipe(CLIP, resample="bilinear", pad_colour=(255, 255, 255), thumbnail_from_canvas=True),
