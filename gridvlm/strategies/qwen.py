@@ -187,8 +187,8 @@ def _explainer(name: str):
         if branch == "kept":
             kept = Candidate(kept.label, {**kept.scores, "tokens": tokens}, True, kept.grid, kept.note)
         rule = (f"{family}'s smart_resize rounds each side to the nearest multiple of {factor} (half to even); if "
-                f"{area} of that exceeds max_pixels it shrinks by β = √({area}/max_pixels) and floors, else if it is "
-                f"below min_pixels it enlarges by β = √(min_pixels/{area}) and ceils. Aspect ratios above 200:1 "
+                f"{area} of that exceeds max_pixels it shrinks by β = √({area}/max_pixels) and floors, else if it "
+                f"is below min_pixels it enlarges by β = √(min_pixels/{area}) and ceils. Aspect ratios above 200:1 "
                 f"are refused.")
         if t > 1:
             rule += f" The bounds count the {t} still frames ({area})."
