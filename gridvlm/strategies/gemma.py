@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, make_tile, squashed_view, whole
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import GEMMA3_4B, GEMMA4_TEXT, GEMMA4_VISION, GEMMA_2B, SIGLIP, SIGLIP_SO400M, ReferenceModel
 
 # Gemma 4 feeds pixels in 0..1: do_rescale only, do_normalize False (image_mean 0, image_std 1)
@@ -41,30 +41,32 @@ def single_view_plan(name: str, w: int, h: int, p: dict, input_size: tuple[int, 
 # Gemma 3
 
 
-def pan_and_scan_grid(w: int, h: int, min_crop: int, max_crops: int, min_ratio: float) -> tuple[int, int, int, int]:
-    """(rows, cols, crop_w, crop_h) of Gemma 3's Pan & Scan crops; rows = cols = 0 when it does not crop.
+def pan_and_scan_trace(w: int, h: int, min_crop: int, max_crops: int,
+                       min_ratio: float) -> tuple[int, int, int, int, tuple]:
+    """(rows, cols, crop_w, crop_h, (ratio, half_up, side_cap, n, (crop_w, crop_h), outcome)) of Gemma 3's Pan &
+    Scan crops; rows = cols = 0 when it does not crop. outcome: "ratio" (long/short below min_ratio), "small" (a
+    crop side below min_crop) or "crops"; the other trace fields are None when the ratio test stopped it.
 
     Gemma3ImageProcessorPil.pan_and_scan: crops along the long side only, n = floor(ratio + 0.5) (half up)
     clamped to floor(long / min_crop), then to [2, max_crops]; refused when a crop side is below min_crop.
     """
-    if w >= h:
-        if w / h < min_ratio:
-            return 0, 0, 0, 0
-        cols = int(math.floor(w / h + 0.5))
-        cols = min(int(math.floor(w / min_crop)), cols)
-        cols = min(max_crops, max(2, cols))
-        rows = 1
-    else:
-        if h / w < min_ratio:
-            return 0, 0, 0, 0
-        rows = int(math.floor(h / w + 0.5))
-        rows = min(int(math.floor(h / min_crop)), rows)
-        rows = min(max_crops, max(2, rows))
-        cols = 1
+    long, short = (w, h) if w >= h else (h, w)
+    ratio = long / short
+    if ratio < min_ratio:
+        return 0, 0, 0, 0, (ratio, None, None, None, None, "ratio")
+    half_up = int(math.floor(ratio + 0.5))
+    side_cap = int(math.floor(long / min_crop))
+    n = min(max_crops, max(2, min(side_cap, half_up)))
+    rows, cols = (1, n) if w >= h else (n, 1)
     cw, ch = int(math.ceil(w / cols)), int(math.ceil(h / rows))
     if min(cw, ch) < min_crop:
-        return 0, 0, 0, 0
-    return rows, cols, cw, ch
+        return 0, 0, 0, 0, (ratio, half_up, side_cap, n, (cw, ch), "small")
+    return rows, cols, cw, ch, (ratio, half_up, side_cap, n, (cw, ch), "crops")
+
+
+def pan_and_scan_grid(w: int, h: int, min_crop: int, max_crops: int, min_ratio: float) -> tuple[int, int, int, int]:
+    """(rows, cols, crop_w, crop_h) of Gemma 3's Pan & Scan crops; rows = cols = 0 when it does not crop."""
+    return pan_and_scan_trace(w, h, min_crop, max_crops, min_ratio)[:4]
 
 
 def _gemma3_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -91,6 +93,70 @@ def _gemma3_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
     tokens = {"thumbnail": n, "tiles": n * crops}
     return Plan("gemma3", p, (w, h), (rows, cols), None, tuple(tiles), thumb, "first", n * (1 + crops), tokens,
                 text_tokens=2 * (1 + crops), notes=note)
+
+
+def _gemma3_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    found = _gemma3_plan(w, h, p)
+    s, n_view = p["image_size"], p["tokens_per_view"]
+    tokens = {"tokens": float(found.token_count)}
+    if not p["pan_and_scan"]:
+        only = Candidate(f"the whole image squashed to {s}×{s}", {**tokens, "views": 1.0}, chosen=True,
+                         grid=found.grid, note="Pan & Scan is off (pan_and_scan=False, the checkpoints' setting)")
+        return Explanation("gemma3", (w, h), f"With Pan & Scan off, Gemma 3 squashes every image to {s}×{s} "
+                           f"({n_view} tokens); there is nothing to choose.", (only,),
+                           "Pan & Scan is off, so the one squashed view is the only option")
+    lo, most, threshold = (p["pan_and_scan_min_crop_size"], p["pan_and_scan_max_num_crops"],
+                           p["pan_and_scan_min_ratio_to_activate"])
+    rows, cols, cw, ch, (ratio, half_up, side_cap, n, crop, outcome) = pan_and_scan_trace(w, h, lo, most, threshold)
+    long = "width" if w >= h else "height"
+    squash = f"no crops: the whole image squashed to {s}×{s}"
+    below = Candidate(squash + f" (long/short below {threshold:g})", {"aspect ratio": ratio,
+                      "threshold": threshold, **(tokens if outcome == "ratio" else {})}, chosen=outcome == "ratio",
+                      grid=found.grid if outcome == "ratio" else None,
+                      note=(f"below the {threshold:g} threshold: Pan & Scan does not activate" if outcome == "ratio"
+                            else f"not taken: {ratio:.4g} ≥ {threshold:g} activates (the test is ratio < "
+                                 f"{threshold:g})"))
+    candidates = [below]
+    if outcome == "ratio":
+        decision = (f"the long/short side ratio {ratio:.4g} is below {threshold:g}, so Pan & Scan does not crop: "
+                    f"one {s}² view, {found.token_count} tokens")
+        return Explanation("gemma3", (w, h), _gemma3_rule(p), tuple(candidates), decision)
+    steps = [f"floor({ratio:.4g} + 0.5) = {half_up} (half up"
+             + (f"; Python's round would give {round(ratio)})" if round(ratio) != half_up else ")")]
+    if side_cap < half_up:
+        steps.append(f"capped at floor({long} / {lo}) = {side_cap}")
+    if max(2, min(side_cap, half_up)) != min(side_cap, half_up):
+        steps.append("raised to the minimum of 2")
+    if n < max(2, min(side_cap, half_up)):
+        steps.append(f"capped at max {most}")
+    grid_label = f"1×{n}" if w >= h else f"{n}×1"
+    crops = Candidate(f"{n} crops of {crop[0]}×{crop[1]} along the {long} ({grid_label}), each squashed to {s}², "
+                      "after the whole image",
+                      {"aspect ratio": ratio, "floor(ratio + 0.5)": float(half_up), f"floor({long} / {lo})":
+                       float(side_cap), "crops": float(n), "crop width": float(crop[0]), "crop height": float(crop[1]),
+                       **(tokens if outcome == "crops" else {})},
+                      chosen=outcome == "crops", grid=found.grid if outcome == "crops" else None,
+                      note=" → ".join(steps) + ("" if outcome == "crops" else " (refused: see below)"))
+    small = Candidate(squash + f" (a crop side below {lo})", {"smallest crop side": float(min(crop)),
+                      "min crop size": float(lo), **(tokens if outcome == "small" else {})},
+                      chosen=outcome == "small", grid=found.grid if outcome == "small" else None,
+                      note=(f"the {crop[0]}×{crop[1]} crops are below min_crop_size {lo}: Pan & Scan is refused"
+                            if outcome == "small" else f"not taken: both crop sides ≥ {lo}"))
+    candidates += [crops, small]
+    if outcome == "crops":
+        decision = (f"{ratio:.4g} ≥ {threshold:g} activates Pan & Scan; " + " → ".join(steps) + f": {n} crops of "
+                    f"{crop[0]}×{crop[1]} plus the whole image first = {1 + n} views, {found.token_count} tokens")
+    else:
+        decision = (f"{ratio:.4g} ≥ {threshold:g} activates Pan & Scan, but its {n} crops of {crop[0]}×{crop[1]} "
+                    f"have a side below {lo}, so it falls back to the one squashed view ({found.token_count} tokens)")
+    return Explanation("gemma3", (w, h), _gemma3_rule(p), tuple(candidates), decision)
+
+
+def _gemma3_rule(p: dict[str, Any]) -> str:
+    return (f"Pan & Scan crops only when long/short ≥ {p['pan_and_scan_min_ratio_to_activate']:g}; the crop count is "
+            f"floor(ratio + 0.5) (half up), capped at floor(long side / {p['pan_and_scan_min_crop_size']}), then "
+            f"clamped to 2…{p['pan_and_scan_max_num_crops']}; crops with a side below "
+            f"{p['pan_and_scan_min_crop_size']} px refuse it, leaving the one squashed view.")
 
 
 def _gemma3_knob_values(p: dict[str, Any], _max_tokens: int) -> list[int]:
@@ -124,6 +190,7 @@ register(StrategyInfo(
     reference_model=ReferenceModel(SIGLIP_SO400M, GEMMA3_4B),  # google/gemma-3-4b-it (SigLIP so400m at 896)
     vectors=("gemma3", "gemma3_pan_and_scan"),
     order=300,
+    explainer=_gemma3_explain,
 ))
 
 
@@ -133,26 +200,71 @@ register(StrategyInfo(
 GEMMA4_SOFT_TOKENS = (70, 140, 280, 560, 1120)  # _SUPPORTED_SOFT_TOKENS
 
 
-def gemma4_size(w: int, h: int, max_soft_tokens: int, patch: int, pool: int) -> tuple[int, int]:
-    """(w, h) of Gemma 4's resize: aspect kept, sides multiples of pool·patch, at most max_soft_tokens·pool² patches
-    (get_aspect_ratio_preserving_size; small images are upscaled too)."""
+def gemma4_size_trace(w: int, h: int, max_soft_tokens: int, patch: int, pool: int) -> tuple[int, int, tuple]:
+    """`gemma4_size` with the branch it took: (w, h, (factor, floored (w, h), branch)); branch is "scaled" (both
+    floored sides non-zero), "one row" (the height floored to 0) or "one column" (the width floored to 0)."""
     max_patches = max_soft_tokens * pool * pool
     target_px = max_patches * patch * patch
     factor = math.sqrt(target_px / (h * w))
     side = pool * patch
     th = int(math.floor(factor * h / side)) * side
     tw = int(math.floor(factor * w / side)) * side
+    floored, branch = (tw, th), "scaled"
     if th == 0 and tw == 0:
         raise PlanError(f"gemma4 would resize a {w}×{h} image to 0×0 (sides must be multiples of {side})")
     longest = (max_patches // (pool * pool)) * side
     if th == 0:
-        th, tw = side, min(int(math.floor(w / h)) * side, longest)
+        th, tw, branch = side, min(int(math.floor(w / h)) * side, longest), "one row"
     elif tw == 0:
-        tw, th = side, min(int(math.floor(h / w)) * side, longest)
+        tw, th, branch = side, min(int(math.floor(h / w)) * side, longest), "one column"
     if th * tw > target_px:
         raise PlanError(f"gemma4 would resize a {w}×{h} image to {tw}×{th}, more than {max_patches} patches of "
                         f"{patch} px; raise max_soft_tokens")
+    return tw, th, (factor, floored, branch)
+
+
+def gemma4_size(w: int, h: int, max_soft_tokens: int, patch: int, pool: int) -> tuple[int, int]:
+    """(w, h) of Gemma 4's resize: aspect kept, sides multiples of pool·patch, at most max_soft_tokens·pool² patches
+    (get_aspect_ratio_preserving_size; small images are upscaled too)."""
+    tw, th, _ = gemma4_size_trace(w, h, max_soft_tokens, patch, pool)
     return tw, th
+
+
+def _gemma4_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:
+    found = _gemma4_plan(w, h, p)  # refuses what the planner refuses
+    patch, pool, budget = p["patch_size"], p["pooling_kernel_size"], p["max_soft_tokens"]
+    tw, th, (factor, (fw, fh), branch) = gemma4_size_trace(w, h, budget, patch, pool)
+    side, max_patches = patch * pool, budget * pool * pool
+    tokens = {"tokens": float(found.token_count), "patches": float(tw * th // (patch * patch)),
+              "max patches": float(max_patches)}
+    cap = budget * side
+
+    def pick(name: str, label: str, note: str) -> Candidate:
+        chosen = branch == name
+        return Candidate(label + (f": {tw}×{th}" if chosen else ""),
+                         {"scale f": factor, **(tokens if chosen else {})}, chosen=chosen,
+                         grid=found.grid if chosen else None, note=note)
+
+    scaled_note = (f"f·W = {factor * w:.1f}, f·H = {factor * h:.1f} floored to multiples of {side}: {fw}×{fh}"
+                   + ("" if branch == "scaled" else " — a side is 0, so not this branch"))
+    candidates = (
+        pick("scaled", f"scale by f = √({max_patches}·{patch}² / (W·H)), floor each side to a multiple of {side}",
+             scaled_note),
+        pick("one row", f"one {side}-px row: width floor(W/H)·{side}, at most {cap}",
+             "the height floored to 0" if branch == "one row" else "not taken: the height did not floor to 0"),
+        pick("one column", f"one {side}-px column: height floor(H/W)·{side}, at most {cap}",
+             "the width floored to 0" if branch == "one column" else "not taken: the width did not floor to 0"),
+    )
+    rule = (f"Gemma 4 scales the image (up or down) by f = √(target pixels / (W·H)) for {max_patches} patches of "
+            f"{patch} px and floors each side to a multiple of {side}; a side that floors to 0 becomes one "
+            f"{side}-px row or column (the other side floor(aspect)·{side}, at most {cap}).")
+    why = {"scaled": f"both floored sides are non-zero ({fw}×{fh})",
+           "one row": f"the height floored to 0 ({fw}×{fh}), so it is one {side}-px row",
+           "one column": f"the width floored to 0 ({fw}×{fh}), so it is one {side}-px column"}[branch]
+    scaled = "upscaled" if factor > 1 else "downscaled" if factor < 1 else "scaled"
+    decision = (f"{scaled} by f = {factor:.4f}; {why}: {tw}×{th} = "
+                f"{th // side}×{tw // side} soft tokens = {found.token_count} (of {budget})")
+    return Explanation("gemma4", (w, h), rule, candidates, decision)
 
 
 def _gemma4_plan(w: int, h: int, p: dict[str, Any]) -> Plan:
@@ -184,6 +296,7 @@ register(StrategyInfo(
     reference_model=ReferenceModel(GEMMA4_VISION, GEMMA4_TEXT),  # transformers class defaults
     vectors=tuple(f"gemma4_{n}" for n in GEMMA4_SOFT_TOKENS),
     order=301,
+    explainer=_gemma4_explain,
 ))
 
 

@@ -15,19 +15,26 @@ from typing import Any
 from ..errors import PlanError
 from ..geometry import Plan
 from .gemma import single_view_plan
-from .registry import BudgetKnob, ParamSpec, PixelRecipe, StrategyInfo, register
+from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import (
     CLIP, MISTRAL3_VIT, MISTRAL_NEMO_12B, MISTRAL_SMALL_24B, PIXTRAL_VIT, ReferenceModel,
 )
 
 
+def pixtral_size_trace(w: int, h: int, longest_edge: int, q: int) -> tuple[int, int, tuple]:
+    """`pixtral_size` with its path: (w, h, (ratio, (w', h') before the rounding, shrunk?))."""
+    ratio = max(h / longest_edge, w / longest_edge)
+    shrunk = ratio > 1
+    if shrunk:
+        h, w = int(math.floor(h / ratio)), int(math.floor(w / ratio))
+    return ((w - 1) // q + 1) * q, ((h - 1) // q + 1) * q, (ratio, (w, h), shrunk)
+
+
 def pixtral_size(w: int, h: int, longest_edge: int, q: int) -> tuple[int, int]:
     """(w, h) of the resize: scaled down (floor) so neither side exceeds longest_edge, then each side rounded UP
     to a multiple of q (get_resize_output_image_size; small images are only rounded, never upscaled)."""
-    ratio = max(h / longest_edge, w / longest_edge)
-    if ratio > 1:
-        h, w = int(math.floor(h / ratio)), int(math.floor(w / ratio))
-    return ((w - 1) // q + 1) * q, ((h - 1) // q + 1) * q
+    rw, rh, _ = pixtral_size_trace(w, h, longest_edge, q)
+    return rw, rh
 
 
 def _pixtral_planner(name: str):
@@ -59,6 +66,41 @@ def _pixtral_planner(name: str):
         # [IMG_BREAK] after each token row but the last, which ends with [IMG_END]: nh marker tokens
         return single_view_plan(name, w, h, p, (rw, rh), (nh, nw), text_tokens=nh, notes=tuple(notes))
     return planner
+
+
+def _pixtral_explainer(name: str):
+    plan_it = _pixtral_planner(name)
+
+    def explain_it(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        found = plan_it(w, h, p)  # refuses what the planner refuses
+        edge, q = p["longest_edge"], p["resize_patch_size"]
+        rw, rh, (ratio, (sw, sh), shrunk) = pixtral_size_trace(w, h, edge, q)
+        cell = p["patch_size"] * p["spatial_merge_size"]
+        nh, nw = rh // cell, rw // cell
+        tokens = {"tokens": float(found.token_count), "token rows": float(nh), "token cols": float(nw)}
+        merger = (f"; the {p['spatial_merge_size']}×{p['spatial_merge_size']} merger drops {rw % cell} px of width "
+                  f"and {rh % cell} px of height" if rh % cell or rw % cell else "")
+        keep = Candidate(f"within longest_edge {edge}: each side rounded up to a multiple of {q}"
+                         + ("" if shrunk else f": {rw}×{rh}"),
+                         {"max(W, H) / longest_edge": ratio, **({} if shrunk else tokens)}, chosen=not shrunk,
+                         grid=None if shrunk else found.grid,
+                         note=(f"not taken: {max(w, h)} > {edge}" if shrunk else "never upscaled" + merger))
+        shrink = Candidate(f"shrunk by {ratio:.4g} (sides floored: {sw}×{sh}), then rounded up to a multiple of {q}"
+                           + (f": {rw}×{rh}" if shrunk else "") if shrunk else
+                           "shrink by max(W, H) / longest_edge, then round up",
+                           {"max(W, H) / longest_edge": ratio, **(tokens if shrunk else {})}, chosen=shrunk,
+                           grid=found.grid if shrunk else None,
+                           note=(merger.lstrip("; ") if shrunk else f"not taken: {max(w, h)} ≤ {edge}"))
+        rule = (f"{'Pixtral' if name == 'pixtral' else 'Mistral 3'} shrinks the image only when a side exceeds "
+                f"longest_edge {edge} (by max(W, H)/{edge}, sides floored), then rounds each side UP to a multiple of "
+                f"{q}; tokens are {cell}-px cells, one [IMG_BREAK] / [IMG_END] per row.")
+        why = (f"{max(w, h)} > {edge}, so it shrinks by {ratio:.4f} to {sw}×{sh}" if shrunk else
+               f"{max(w, h)} ≤ {edge}, so it keeps its size")
+        decision = (f"{why} and rounds up to {rw}×{rh}: {nh}×{nw} tokens of {cell} px = {found.token_count} "
+                    f"+ {nh} row markers" + merger)
+        return Explanation(name, (w, h), rule, (keep, shrink), decision)
+
+    return explain_it
 
 
 def _longest_edge_values(p: dict[str, Any], _max_tokens: int) -> range:
@@ -100,4 +142,5 @@ for _name, _edge, _patch, _merge, _summary, _model, _order in (
         row_break_token="[IMG_BREAK]",  # the last row's is [IMG_END]
         vectors=(_name,),
         order=_order,
+        explainer=_pixtral_explainer(_name),
     ))

@@ -26,7 +26,9 @@ from .reference import (
     CLIP, ERNIE_4_5_0_3B, GLM4_9B, GLM4V_VIT, PADDLEOCR_VL_VIT, QWEN2_5_VL_VIT, QWEN2_7B, QWEN2_VL_VIT, QWEN3_8B,
     QWEN3_VL_VIT, SIGLIP, ReferenceModel,
 )
-from .registry import BudgetKnob, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, at_most, register
+from .registry import (
+    BudgetKnob, Candidate, Explanation, ParamSpec, PatchLayout, PixelRecipe, StrategyInfo, at_most, register,
+)
 
 
 def prepare_sides(height: int, width: int, factor: int, small: str) -> tuple[int, int]:
@@ -42,11 +44,14 @@ def prepare_sides(height: int, width: int, factor: int, small: str) -> tuple[int
     return height, width
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, clamp_first: bool = False,
-                 temporal: int = 1, small: str = "none", family: str = "Qwen2-VL") -> tuple[int, int]:
-    """The resize target (h, w): multiples of `factor`, `temporal`·h·w within [min_pixels, max_pixels].
+def smart_resize_trace(height: int, width: int, factor: int, min_pixels: int, max_pixels: int,
+                       clamp_first: bool = False, temporal: int = 1, small: str = "none",
+                       family: str = "Qwen2-VL") -> tuple[int, int, tuple]:
+    """`smart_resize` with the path it took: (h, w, (prepared (H, W), rounded (h, w), branch, beta)).
 
-    Python's `round` (half to even) as the references; PlanError where they raise (aspect above 200:1).
+    branch is "kept" (the rounded size is within the bounds), "max" (shrunk to fit max_pixels) or "min" (enlarged
+    to reach min_pixels); beta is the scale divisor of that branch (None when kept). Python's `round` (half to
+    even) as the references; PlanError where they raise (aspect above 200:1).
     """
     height, width = prepare_sides(height, width, factor, small)
     if min(height, width) < 1 or max(height, width) / min(height, width) > 200:
@@ -56,16 +61,28 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
     if clamp_first:
         h_bar, w_bar = max(factor, h_bar), max(factor, w_bar)
+    rounded, branch, beta = (h_bar, w_bar), "kept", None
     if temporal * h_bar * w_bar > max_pixels:
-        beta = math.sqrt((temporal * height * width) / max_pixels)
+        branch, beta = "max", math.sqrt((temporal * height * width) / max_pixels)
         h_bar = math.floor(height / beta / factor) * factor
         w_bar = math.floor(width / beta / factor) * factor
         if not clamp_first:
             h_bar, w_bar = max(factor, h_bar), max(factor, w_bar)
     elif temporal * h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (temporal * height * width))
+        branch, beta = "min", math.sqrt(min_pixels / (temporal * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar, ((height, width), rounded, branch, beta)
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, clamp_first: bool = False,
+                 temporal: int = 1, small: str = "none", family: str = "Qwen2-VL") -> tuple[int, int]:
+    """The resize target (h, w): multiples of `factor`, `temporal`·h·w within [min_pixels, max_pixels].
+
+    Python's `round` (half to even) as the references; PlanError where they raise (aspect above 200:1).
+    """
+    h_bar, w_bar, _ = smart_resize_trace(height, width, factor, min_pixels, max_pixels, clamp_first, temporal,
+                                         small, family)
     return h_bar, w_bar
 
 
@@ -83,11 +100,16 @@ def _temporal(name: str, p: dict[str, Any]) -> int:
     return p.get("temporal_patch_size", 1) if _RULES[name][1] > 1 else 1
 
 
-def _resized(name: str, w: int, h: int, p: dict[str, Any]) -> tuple[int, int]:
+def _resized_trace(name: str, w: int, h: int, p: dict[str, Any]) -> tuple[int, int, tuple]:
     small, _, family = _RULES[name]
     factor = p["patch_size"] * p["merge_size"]
-    return smart_resize(h, w, factor, p["min_pixels"], p["max_pixels"], p.get("rounding") == "qwen-vl-utils",
-                        _temporal(name, p), small, family)
+    return smart_resize_trace(h, w, factor, p["min_pixels"], p["max_pixels"], p.get("rounding") == "qwen-vl-utils",
+                              _temporal(name, p), small, family)
+
+
+def _resized(name: str, w: int, h: int, p: dict[str, Any]) -> tuple[int, int]:
+    rh, rw, _ = _resized_trace(name, w, h, p)
+    return rh, rw
 
 
 def window_boxes(w: int, h: int, rw: int, rh: int, p: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
@@ -117,6 +139,75 @@ def _planner(name: str):
         windows = window_boxes(w, h, rw, rh, p) if "window_size" in p else ()
         return single_view_plan(name, w, h, p, tile, {"tiles": grid[0] * grid[1]}, text_tokens=2, windows=windows)
     return plan_it
+
+
+def _explainer(name: str):
+    """Why the resize is what it is: the three branches of `smart_resize`, the one it took chosen."""
+    plan_it = _planner(name)
+
+    def explain_it(w: int, h: int, p: dict[str, Any]) -> Explanation:
+        found = plan_it(w, h, p)  # refuses what the planner refuses (aspect above 200:1, empty resize)
+        small, temporal_rule, family = _RULES[name]
+        factor, t = p["patch_size"] * p["merge_size"], _temporal(name, p)
+        rh, rw, ((height, width), (h0, w0), branch, beta) = _resized_trace(name, w, h, p)
+        lo, hi = p["min_pixels"], p["max_pixels"]
+        counted = t * h0 * w0
+        area = f"{t}·h·w" if t > 1 else "h·w"
+        utils = p.get("rounding") == "qwen-vl-utils"
+        tokens = float(found.token_count)
+        rounding = []
+        for side, v in (("height", height), ("width", width)):
+            if (2 * v) % (2 * factor) == factor:  # exactly .5: Python's round goes to the even multiple
+                rounding.append(f"{side} {v}/{factor} = {v / factor:g} rounds half to even → {round(v / factor)}")
+        if utils and min(round(height / factor), round(width / factor)) == 0:
+            rounding.append(f"qwen-vl-utils clamps each side to ≥ {factor} before the bounds")
+        kept = Candidate(
+            f"rounded to multiples of {factor}: {w0}×{h0}",
+            {"pixels counted": float(counted), "min_pixels": float(lo), "max_pixels": float(hi)},
+            chosen=branch == "kept", grid=found.grid if branch == "kept" else None,
+            note="; ".join(rounding + ["within the bounds, kept" if branch == "kept" else
+                                        f"{area} = {counted:,} is {'above max' if branch == 'max' else 'below min'}"
+                                        f"_pixels"]))
+        if branch == "max":
+            shrink = Candidate(f"shrunk to fit max_pixels: {rw}×{rh} (floor of side/β/{factor})",
+                               {"beta": beta, "pixels counted": float(t * rh * rw), "max_pixels": float(hi),
+                                "tokens": tokens}, chosen=True, grid=found.grid,
+                               note="" if utils else f"transformers raises each floored side to ≥ {factor}")
+        else:
+            shrink = Candidate("shrink to fit max_pixels (floor of side/β)", {"max_pixels": float(hi)},
+                               note=f"not taken: {area} = {counted:,} ≤ max_pixels")
+        if branch == "min":
+            grow = Candidate(f"enlarged to reach min_pixels: {rw}×{rh} (ceil of side·β/{factor})",
+                             {"beta": beta, "pixels counted": float(t * rh * rw), "min_pixels": float(lo),
+                              "tokens": tokens}, chosen=True, grid=found.grid)
+        else:
+            grow = Candidate("enlarge to reach min_pixels (ceil of side·β)", {"min_pixels": float(lo)},
+                             note="not taken: " + ("the max_pixels branch is tested first" if branch == "max" else
+                                                   f"{area} = {counted:,} ≥ min_pixels"))
+        if branch == "kept":
+            kept = Candidate(kept.label, {**kept.scores, "tokens": tokens}, True, kept.grid, kept.note)
+        rule = (f"{family}'s smart_resize rounds each side to the nearest multiple of {factor} (half to even); if "
+                f"{area} of that exceeds max_pixels it shrinks by β = √({area}/max_pixels) and floors, else if it "
+                f"is below min_pixels it enlarges by β = √(min_pixels/{area}) and ceils. Aspect ratios above 200:1 "
+                f"are refused.")
+        if t > 1:
+            rule += f" The bounds count the {t} still frames ({area})."
+        pre = ""
+        if (height, width) != (h, w):
+            how = ("scaled both sides up until the smaller is ≥ " if small == "scale" else
+                   "stretched the thin side to ")
+            pre = f"{family} first {how}{factor}: {w}×{h} → {width}×{height}; "
+        if branch == "kept":
+            taken = f"the rounded {w0}×{h0} is within [{lo:,}, {hi:,}], so it is kept"
+        else:
+            taken = (f"the rounded {w0}×{h0} counts {counted:,} px "
+                     + (f"> max_pixels {hi:,}, so it shrinks" if branch == "max" else
+                        f"< min_pixels {lo:,}, so it enlarges") + f" (β = {beta:.4f}) to {rw}×{rh}")
+        decision = (f"{pre}{taken}: {rh // factor}×{rw // factor} cells of {factor} px = {found.token_count} tokens"
+                    + (f" ({'; '.join(rounding)})" if rounding else ""))
+        return Explanation(name, (w, h), rule, (kept, shrink, grow), decision)
+
+    return explain_it
 
 
 def _knob(name: str) -> BudgetKnob:
@@ -170,7 +261,7 @@ def _register(name: str, summary: str, reference: str, params: dict[str, ParamSp
     register(StrategyInfo(
         name=name, family=family, summary=summary, reference=reference, params=params, budget=budget,
         planner=_planner(name), pixels=pixels, pixels_for=_patches, reference_model=model, vectors=vectors,
-        order=order, knob=_knob(name), check=at_most(name, "min_pixels", "max_pixels"),
+        order=order, knob=_knob(name), check=at_most(name, "min_pixels", "max_pixels"), explainer=_explainer(name),
     ))
 
 
