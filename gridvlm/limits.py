@@ -112,8 +112,8 @@ def check_views(plan: Any, limits: Limits | None = None) -> None:
         raise LimitError(
             f"{plan.strategy}: the views of this plan hold {_mp(pixels)} pixels; this server renders at most "
             f"{_mp(limits.max_view_pixels)} (limit max_view_pixels). The plan and its numbers are still shown; "
-            "for its pixels, lower the tile size, max_tiles, max_pixels or the token budget by about "
-            f"{pixels / limits.max_view_pixels:.3g}×.")
+            "for its pixels, lower the tile size, max_tiles, max_pixels or the token budget until the views hold "
+            f"{pixels / limits.max_view_pixels:.3g}× fewer pixels.")
 
 
 def check_plan_size(plan: Any, limits: Limits | None = None) -> None:

@@ -116,8 +116,8 @@ def clear_status() -> str:
 
 def with_status(event, status) -> None:
     """After `event`: its error sentence into `status` when it failed, `status` emptied when it succeeded."""
-    event.failure(show_status, None, status, queue=False, show_progress="hidden")
-    event.success(clear_status, None, status, queue=False, show_progress="hidden")
+    event.failure(show_status, None, status, queue=False, show_progress="hidden", api_visibility="private")
+    event.success(clear_status, None, status, queue=False, show_progress="hidden", api_visibility="private")
 
 
 def forget(session_hash: str) -> None:
