@@ -32,6 +32,7 @@ from PIL import Image
 
 from .errors import PlanError
 from .geometry import Plan, Tile
+from .limits import check_views
 from .imaging import ImageSource, exif_orientation, open_for_decode, to_upright_rgb
 from .strategies import PixelRecipe, strategy_info
 from .strategies.registry import RESAMPLING_FILTERS
@@ -80,8 +81,9 @@ def views(image: ImageSource, plan: Plan, exact: bool = True) -> list[Image.Imag
     filled with the strategy's pad colour (its `PixelRecipe.pad_colour`). `exact=False` takes `pixel_values`' fast routes
     (reduced-scale JPEG decoding, box-reduced downscales; same FAST_MEAN_ABS_BOUND) — for previews.
     `image` is anything `load_image` takes. Raises `PlanError` if the plan was made for another size,
-    `ImageError` if the image cannot be read.
+    `ImageError` if the image cannot be read, `LimitError` if the views exceed `gridvlm.limits.active()`.
     """
+    check_views(plan)
     src = _decode(image, plan, draft=1 if exact else _draft_factor(plan))
     out = []
     for v in _render(src, plan, exact=exact):
@@ -111,6 +113,7 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
 
     Raises `PlanError` if `plan.image_size` is not the image's upright size, `ImageError` for unreadable input.
     """
+    check_views(plan)
     torch = _torch()
     mean, std = _normalisation(plan, mean, std)
     sizes = {tuple(t.input_size) for t in plan.views}
@@ -179,6 +182,7 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
     bands split over both cores; the output is allocated (its pages touched) on a worker during the decode.
     Same bound as `pixel_values` (FAST_MEAN_ABS_BOUND).
     """
+    check_views(plan)
     layout = _recipe(plan).patches
     if layout is None:
         raise PlanError(f"qwen_pixel_values takes a plan whose model reads flat patches (qwen2-vl and its kin); "

@@ -459,15 +459,17 @@ def mask_figure(packing: Any, seq: int) -> go.Figure:
     """
     import numpy as np
 
-    mask = np.asarray(packing.attention_mask(seq), dtype=bool)  # (L, L)
-    L = mask.shape[0]
+    # Drawn from the images' spans, never as the (L, L) mask: a cell (block a, block b) is lit when one image's
+    # tokens fall in both blocks, which is what max-pooling the block-diagonal mask gives.
+    spans = packing.spans(seq)  # (item, start, stop)
+    L = int(packing.padded_len)
     f = max(1, math.ceil(L / MASK_MAX_CELLS))
-    if f > 1:
-        n = math.ceil(L / f)
-        padded = np.zeros((n * f, n * f), dtype=bool)
-        padded[:L, :L] = mask
-        mask = padded.reshape(n, f, n, f).any(axis=(1, 3))  # (n, n)
-    z = mask.astype(np.uint8)
+    n = max(1, math.ceil(L / f))
+    z = np.zeros((n, n), dtype=np.uint8)  # (query blocks, key blocks)
+    for _, start, stop in spans:
+        if stop > start:
+            a, b = start // f, (stop - 1) // f + 1
+            z[a:b, a:b] = 1
     fig = go.Figure(go.Heatmap(
         z=z, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=0, zmax=1, showscale=False,
         colorscale=[[0, "white"], [1, "#1f4e9c"]],

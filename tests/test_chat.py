@@ -141,14 +141,23 @@ def test_messages_history_format_is_accepted(vlm, image):
 
 
 def test_errors_reach_the_user_as_gr_error(vlm, image):
-    with pytest.raises(gr.Error, match="no image yet"):
+    with pytest.raises(gr.Error, match="no image"):
         list(app_chat.respond("Hi", [], None, None, TINY, "none", app_chat.NATIVE))
     with pytest.raises(gr.Error, match="no Slice-tab plan yet"):
         list(app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.SLICE_PLAN))
     with pytest.raises(gr.Error, match="8192-token context"):
         list(app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=8000))
-    with pytest.raises(gr.Error, match="no model 'nobody/nothing-here'"):
+    with pytest.raises(gr.Error, match="not one of the models this server offers.*GRIDVLM_ALLOW_ANY_MODEL=1"):
         app_chat.load_model("nobody/nothing-here", "none", progress=lambda *a, **k: None)
+    from gridvlm import limits
+
+    before = limits.active()
+    limits.configure(allow_any_model=True)
+    try:
+        with pytest.raises(gr.Error, match="no model 'nobody/nothing-here'"):
+            app_chat.load_model("nobody/nothing-here", "none", progress=lambda *a, **k: None)
+    finally:
+        limits.configure(before)
     if not app_chat.has_cuda():
         with pytest.raises(gr.Error, match="4bit quantization runs through bitsandbytes on a CUDA GPU"):
             app_chat.load_model(TINY, "4bit", progress=lambda *a, **k: None)

@@ -6,7 +6,7 @@ gridvlm that imports gradio; `import gridvlm.app` itself does not, `build_demo` 
     build_demo().launch()
 """
 
-_LAZY = {"build_demo": "demo", "launch": "demo"}
+_LAZY = {"build_demo": "demo", "launch": "demo", "prepare_server": "demo"}
 
 
 def __getattr__(name: str):

@@ -19,6 +19,7 @@ from typing import Any
 from gridvlm import attention as A
 from gridvlm import viz
 from gridvlm.errors import GridVLMError
+from . import serving
 from .errors import for_people
 
 WHOLE, QUESTION = A.WHOLE_ANSWER, A.QUESTION
@@ -155,12 +156,12 @@ def build_attention_panel(chat_state: Any) -> dict[str, Any]:
     inputs = [chat_state, token, first, last, head_mode, head_index, source, opacity]
     outputs = [overlay, glob, mass, summary]
     draw = for_people(show_attention)
-    show.click(draw, inputs, outputs)
+    show.click(draw, inputs, outputs, **serving.MODEL)
     for control in (token, first, last, head_mode, head_index, opacity):
-        control.input(draw, inputs, outputs)  # cached weights: re-drawing is cheap
+        control.input(draw, inputs, outputs, **serving.MODEL)  # cached weights: re-drawing is cheap
     controls = for_people(controls_for)
     refresh = dict(fn=controls, inputs=[chat_state, source], outputs=[token, first, last, head_index])
-    again = dict(fn=for_people(redraw), inputs=[*inputs, panel_open], outputs=outputs)
+    again = dict(fn=for_people(redraw), inputs=[*inputs, panel_open], outputs=outputs, **serving.MODEL)
     source.input(**refresh).then(**again)
     accordion.expand(_opened, None, panel_open).then(**again)
     accordion.collapse(_closed, None, panel_open)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +23,10 @@ import gradio as gr
 
 from .attention_panel import build_attention_panel
 from gridvlm import GridVLMError, Plan
+from gridvlm import limits
 from gridvlm.models import ModelError
-from .errors import for_people
+from . import serving
+from .errors import for_people, with_status
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces
@@ -66,6 +67,17 @@ def model_choices() -> list[str]:
     return list(dict.fromkeys([default_model(), *HUB_MODELS, *TINY_MODELS]))
 
 
+def check_model_choice(choice: str) -> None:
+    """On a public server only the listed models load; any other hub id or local directory needs the server's
+    operator to set GRIDVLM_ALLOW_ANY_MODEL=1 (limits.allow_any_model)."""
+    if choice in model_choices() or limits.active().allow_any_model:
+        return
+    listed = ", ".join(repr(c) for c in model_choices()[:4])
+    raise ModelError(f"{choice[:80]!r} is not one of the models this server offers; choose one from the list "
+                     f"({listed}, …). Other hub ids and local directories load only where whoever runs the server "
+                     f"has set {limits.ENV['allow_any_model']}=1.")
+
+
 _TINY_DIRS: dict[str, str] = {}
 _TINY_LOCK = threading.Lock()
 
@@ -75,6 +87,7 @@ def model_source(choice: str) -> str:
     choice = (choice or "").strip()
     if not choice:
         raise ModelError("choose a model: a hub id such as 'llava-hf/llava-v1.6-mistral-7b-hf' or a local directory")
+    check_model_choice(choice)
     if choice not in TINY_MODELS:
         return choice
     with _TINY_LOCK:
@@ -82,7 +95,7 @@ def model_source(choice: str) -> str:
             from gridvlm.models import make_tiny_vlm
 
             family = TINY_MODELS[choice]
-            folder = Path(tempfile.mkdtemp(prefix=f"gridvlm-tiny-{family}-"))
+            folder = serving.own_dir() / f"tiny-{family}"
             _TINY_DIRS[choice] = str(make_tiny_vlm(folder, family))
         return _TINY_DIRS[choice]
 
@@ -91,7 +104,17 @@ def get_vlm(choice: str, quantization: str = "none"):
     """The loaded model of a dropdown choice (loaded on first use, then shared)."""
     from gridvlm.models import load_vlm
 
-    return load_vlm(model_source(choice), quantization=None if quantization in (None, "none") else quantization)
+    source = model_source(choice)
+    try:
+        return load_vlm(source, quantization=None if quantization in (None, "none") else quantization)
+    except GridVLMError:
+        raise
+    except MemoryError:
+        raise ModelError(f"{choice!r} does not fit in this server's memory; choose a smaller model") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint fails in the loader's own ways
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ModelError(f"the checkpoint {choice!r} could not be read ({type(exc).__name__}"
+                         f"{': ' + text if text else ''}); check its files or choose another model") from None
 
 
 
@@ -125,7 +148,9 @@ def model_status(vlm) -> str:
 def slice_image(image_value: Any):
     """The PIL image held by the Slice tab's state (a Workspace, a PIL image or a path)."""
     if image_value is None:
-        raise ModelError("no image yet: open one on the Slice tab first")
+        from .display import NO_IMAGE
+
+        raise ModelError(NO_IMAGE.replace("upload it again", "upload it again on the Slice tab"))
     image = getattr(image_value, "image", image_value)
     if isinstance(image, (str, Path, bytes)):
         from gridvlm import load_image
@@ -151,6 +176,7 @@ def usage_markdown(image_value: Any, plan_value: Any, choice: str, quantization:
         vlm = get_vlm(choice, quantization) if _is_loaded(choice, quantization) else None
         if vlm is None:
             return "Load a model to see how many tokens this image costs it."
+        limits.check_chat(message or "", history or [])
         image = slice_image(image_value)
         plan = chosen_plan(strategy, plan_value)
         size = prompt_size(vlm, image.size, plan, history or [], message or "")
@@ -188,13 +214,14 @@ def _stream(choice: str, quantization: str, image, plan, history: list, message:
             temperature: float, top_p: float, min_new_tokens: int | None) -> Iterator[tuple[str, dict | None]]:
     """(reply so far, None) while generating, then (whole reply, the turn's ids and visual positions): plain values,
     so that the generator may run in another process (ZeroGPU)."""
-    from gridvlm.models import chat
+    from gridvlm.models import chat, in_use
 
     vlm = get_vlm(choice, quantization)
-    reply = chat(vlm, image, plan, history, message, max_new_tokens=max_new_tokens, temperature=temperature,
-                 top_p=top_p, min_new_tokens=min_new_tokens)
-    for partial in reply:
-        yield partial, None
+    with in_use(vlm):  # the cache keeps this model while it replies
+        reply = chat(vlm, image, plan, history, message, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_p=top_p, min_new_tokens=min_new_tokens)
+        for partial in reply:
+            yield partial, None
     yield reply.text, {"sequence_ids": reply.sequence_ids, "prompt_tokens": reply.prompt_tokens,
                        "visual_positions": list(reply.visual_positions)}
 
@@ -213,10 +240,11 @@ def respond(message: str, history: list | None, image_value: Any, plan_value: An
     RANDOM_MIN_NEW_TOKENS tokens unless `min_new_tokens` says otherwise.
     """
     history = list(history or [])
-    message = (message or "").strip()
+    message = (message or "").strip() if isinstance(message, str) else ""
     if not message:
         raise gr.Error("type a message first", print_exception=False)
     try:
+        limits.check_chat(message, history)  # before anything is tokenised
         from gridvlm.attention import reply_record
         from gridvlm.models import prompt_size
         from gridvlm.models.conversation import check_context
@@ -246,6 +274,9 @@ def respond(message: str, history: list | None, image_value: Any, plan_value: An
         raise gr.Error(str(exc), print_exception=False) from None
 
 
+respond = for_people(respond)  # MemoryError and other failures become sentences too
+
+
 def clear_chat() -> tuple[list, str, None]:
     """An empty chat, message box and reply record."""
     return [], "", None
@@ -262,12 +293,15 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
     with gr.Tab("Chat", id="chat") as tab:
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                model = gr.Dropdown(model_choices(), value=default_model(), allow_custom_value=True,
-                                    label="Model (hub id or local directory)", elem_id="chat-model")
+                anything = limits.active().allow_any_model
+                model = gr.Dropdown(model_choices(), value=default_model(), allow_custom_value=anything,
+                                    label="Model (hub id or local directory)" if anything else "Model",
+                                    elem_id="chat-model")
                 quantization = gr.Radio(QUANTIZATIONS, value="none", label="Quantization (bitsandbytes, CUDA only)",
                                         elem_id="chat-quantization")
                 load = gr.Button("Load model", elem_id="chat-load")
                 status = gr.Markdown("No model loaded yet.", elem_id="chat-model-status")
+                problem = gr.Markdown(elem_id="chat-status")  # what went wrong, kept after the toast is gone
                 strategy = gr.Radio([NATIVE, SLICE_PLAN], value=NATIVE, label="How the image is cut",
                                     info="native: the model's own processor; Slice-tab plan: gridvlm's views "
                                          "through the model's encoder", elem_id="chat-strategy")
@@ -285,7 +319,9 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
         panel = build_attention_panel(chat_state)
 
         usage_in = [image_state, plan_state, model, quantization, strategy, max_new, chatbot]
-        load.click(load_model, [model, quantization], status).then(usage_markdown, usage_in, usage)
+        loaded = load.click(load_model, [model, quantization], status, **serving.MODEL)
+        with_status(loaded, problem)
+        loaded.then(usage_markdown, usage_in, usage)
         # The image and plan change on the Slice tab only: re-count on coming here. (No .change on those states:
         # gradio hashes a listened-to state after every event, and a Workspace holding a PIL image cannot be hashed.)
         for event in (tab.select, strategy.change, max_new.release, quantization.change):
@@ -293,7 +329,8 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
         chat_in = [message, chatbot, image_state, plan_state, model, quantization, strategy, max_new, temperature,
                    top_p]
         for event in (send.click, message.submit):
-            replied = event(respond, chat_in, [chatbot, message, chat_state])
+            replied = event(respond, chat_in, [chatbot, message, chat_state], **serving.MODEL)
+            with_status(replied, problem)
             replied.then(usage_markdown, usage_in, usage)
             replied.success(**panel["refresh"]).then(**panel["redraw"])
         cleared = clear.click(clear_chat, None, [chatbot, message, chat_state])

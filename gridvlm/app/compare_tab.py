@@ -8,17 +8,20 @@ import gridvlm
 from gridvlm import viz
 
 from . import display as ui
-from .errors import for_people
+from . import serving
+from .errors import for_people, with_status
 
 
 @for_people
 def compare(ws: ui.Workspace | None, strategies: list[str], use_budget: bool, max_tokens: float) -> tuple:
     """The chosen strategies on the same image, optionally at one token budget."""
     if ws is None:
-        raise gridvlm.ImageError("no image yet: upload one or pick an example on the Slice tab")
+        raise gridvlm.ImageError(ui.NO_IMAGE.replace("upload it again", "upload it again on the Slice tab"))
+    if not isinstance(strategies, (list, tuple)):
+        raise gridvlm.PlanError("pick the strategies to compare from the list")
     if not strategies:
         raise gridvlm.PlanError("pick at least one strategy to compare")
-    result = ui.compare(ws, strategies, ui.whole(max_tokens) if use_budget else None)
+    result = ui.compare(ws, strategies, ui.whole(max_tokens, "max visual tokens") if use_budget else None)
     return (viz.compare_figure(result.plans, image=ws.preview), result.table(), viz.tokens_scatter(result.rows),
             ui.refused_markdown(result.refused))
 
@@ -33,6 +36,7 @@ def build_compare_tab(ws: gr.State) -> None:
                 use_budget = gr.Checkbox(False, label="Equal token budget for all", elem_id="compare-use-budget")
                 budget = gr.Number(2048, minimum=1, maximum=10**6, precision=0, label="Max visual tokens")
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        status = gr.Markdown(elem_id="compare-status")  # what went wrong, kept after the toast is gone
         refused = gr.Markdown(elem_id="compare-refused")
         figure = gr.Plot(label="Small multiples", elem_id="compare-figure")
         table = gr.Dataframe(headers=list(ui.COMPARE_COLUMNS), datatype=["str"] + ["number"] * 8,
@@ -41,5 +45,5 @@ def build_compare_tab(ws: gr.State) -> None:
         scatter = gr.Plot(label="Tokens vs pixels per token", elem_id="compare-scatter")
     inputs = [ws, chosen, use_budget, budget]
     outputs = [figure, table, scatter, refused]
-    tab.select(compare, inputs, outputs)
-    run.click(compare, inputs, outputs)
+    for event in (tab.select(compare, inputs, outputs, **serving.CPU), run.click(compare, inputs, outputs, **serving.CPU)):
+        with_status(event, status)

@@ -14,30 +14,53 @@ from pathlib import Path
 
 import gradio as gr
 
-from .chat_tab import build_chat_tab
-from .compare_tab import build_compare_tab
-from .pack_tab import build_pack_tab
-from .slice_tab import build_slice_tab
+from gridvlm import limits
+
+from . import display, errors, serving
 
 MAX_FILE_SIZE = "25mb"  # per upload; larger files are refused by gradio before any handler runs
-CONCURRENCY = 4  # events of one kind running at once, so one slow user does not block the others
 QUEUE_SIZE = 64  # events waiting beyond that are refused with "queue full" rather than piling up
-STATE_TTL_S = 1800  # s; a user's decoded image (~36 MB at 12 MP) is dropped this long after it was set
 
 
-def build_demo() -> gr.Blocks:
-    """The app, queued. Per-user values (the decoded image, the plan, the packing) live in gr.State."""
+def build_demo(budget: limits.Limits | None = None) -> gr.Blocks:
+    """The app, queued, under `budget` (default: `Limits.from_env()`, read now). Per-user values (the upload's
+    path and preview, the plan, the packing) live in gr.State; CPU-heavy and model events share one concurrency
+    limit each (`serving.CPU`, `serving.MODEL`)."""
+    from .chat_tab import build_chat_tab
+    from .compare_tab import build_compare_tab
+    from .pack_tab import build_pack_tab
+    from .slice_tab import build_slice_tab
+
     _writable_temp_dir()
-    with gr.Blocks(title="gridvlm — how VLMs slice images", delete_cache=(3600, 7200)) as demo:
-        ws = gr.State(None, time_to_live=STATE_TTL_S)
-        plan_state = gr.State(None, time_to_live=STATE_TTL_S)
+    budget = limits.configure(budget or limits.Limits.from_env())
+    display.IMAGES.max_bytes = budget.image_cache_bytes
+    ttl = budget.state_ttl_s
+    with gr.Blocks(title="gridvlm — how VLMs slice images", delete_cache=(600, ttl + 600)) as demo:
+        ws = gr.State(None, time_to_live=ttl)
+        plan_state = gr.State(None, time_to_live=ttl)
         gr.Markdown("# gridvlm\nHow vision-language models cut an image into tiles and visual tokens — computed "
                     "exactly as each model's reference code does.")
         build_slice_tab(demo, ws, plan_state)
         build_compare_tab(ws)
-        build_pack_tab(STATE_TTL_S)
+        build_pack_tab(ttl)
         build_chat_tab(ws, plan_state)  # @spaces.GPU (ZeroGPU) wraps only its generation
-    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+        demo.unload(_session_ended)
+    return demo.queue(default_concurrency_limit=serving.CPU_CONCURRENCY, max_size=QUEUE_SIZE)
+
+
+def _session_ended(request: gr.Request) -> None:
+    """The page closed: its uploads (unless another session shows them) and its remembered error go."""
+    serving.session_ended(request.session_hash)
+    errors.forget(request.session_hash)
+
+
+def prepare_server() -> None:
+    """Before building the demo that will be served: a temp dir of the server's own, emptied now and on exit."""
+    serving.prepare_temp_dir(_port())
+
+
+def _port() -> int:
+    return int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
 
 
 def _writable_temp_dir() -> None:
@@ -50,10 +73,14 @@ def _writable_temp_dir() -> None:
 
 
 def launch(demo: gr.Blocks | None = None) -> None:
-    """Serve `demo` (default: a new `build_demo()`) until interrupted."""
-    (demo or build_demo()).launch(
+    """Serve `demo` (default: `prepare_server()` then a new `build_demo()`) until interrupted."""
+    port = _port()
+    if demo is None:
+        prepare_server()
+        demo = build_demo()
+    demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        server_port=port,
         share=False,
         max_file_size=MAX_FILE_SIZE,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,27 +40,137 @@ def strategy_choices(family: str = ALL_FAMILIES) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class Workspace:
-    """One user's image, decoded once: a strategy switch reuses both pictures.
+    """One user's image, as cheap to keep as it can be: the upload's path and size, and the preview as JPEG bytes
+    (~100 KB). The full-size image is decoded when a view needs it and shared through `IMAGES`, one process-wide
+    cache bounded in bytes, so a session's memory does not grow with its image.
 
-    Compared and hashed by identity (eq=False): gradio hashes states that have change listeners, and PIL images
-    cannot be hashed.
+    Compared and hashed by identity (eq=False): gradio hashes states that have change listeners.
     """
 
-    image: Any  # PIL.Image.Image, upright RGB, full resolution: the encoder's views are cut from it
-    preview: Any  # PIL.Image.Image, at most PREVIEW_SIDE px long: overlays and seam energy use it
+    path: str  # the uploaded file (gradio's temp dir) or an example
+    size: tuple[int, int]  # (w, h) upright
+    preview_jpeg: bytes  # at most PREVIEW_SIDE px long: overlays and seam energy use it
 
     @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size
+    def image(self) -> Any:
+        """The full-resolution upright RGB image (decoded again when the shared cache let it go)."""
+        return IMAGES.image(self.path)
+
+    @property
+    def source(self) -> str:
+        """The upload's path, for `gridvlm.pixels` to decode at the scale its views need (ImageError once the file
+        has gone)."""
+        still_there(self.path)
+        return self.path
+
+    @property
+    def preview(self) -> Any:
+        """The preview as a PIL image (decoded from its bytes, shared through `IMAGES`)."""
+        return IMAGES.preview(self.preview_jpeg)
+
+
+class ImageCache:
+    """Decoded images shared by every session: least recently used first out, at most `max_bytes` in all.
+
+    Decoding happens outside the lock (two sessions may decode the same file once each); readers never wait for a
+    decode. An image larger than the whole budget is returned without being kept.
+    """
+
+    def __init__(self, max_bytes: int):
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def image(self, path: str) -> Any:
+        from ..imaging import load_image
+
+        stat = still_there(path)
+        key = ("image", str(path), stat.st_mtime_ns, stat.st_size)
+
+        def decode():
+            with named_in_errors(path):
+                return load_image(path)
+
+        return self._get(key, decode)
+
+    def preview(self, jpeg: bytes) -> Any:
+        import hashlib
+        import io
+
+        from PIL import Image
+
+        def decode():
+            with Image.open(io.BytesIO(jpeg)) as im:
+                return im.convert("RGB")
+
+        return self._get(("preview", hashlib.sha1(jpeg).digest()), decode)
+
+    def put(self, key: Any, image: Any) -> None:
+        size = _nbytes(image)
+        with self._lock:
+            if key in self._items:
+                return
+            if size > self.max_bytes:
+                return
+            self._items[key] = image
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= _nbytes(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def _get(self, key: Any, decode) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        image = decode()
+        self.put(key, image)
+        return image
+
+
+def still_there(path: str) -> os.stat_result:
+    """The upload's stat; ImageError (upload again) when the server no longer has the file."""
+    try:
+        return os.stat(path)
+    except OSError:
+        raise ImageError(f"{Path(path).name!r} is no longer on the server (the server restarted, or your session "
+                         "ended and its upload was deleted): upload the image again") from None
+
+
+def _nbytes(image: Any) -> int:
+    w, h = image.size
+    return w * h * len(image.getbands())
+
+
+IMAGES = ImageCache(64 * 1024 * 1024)  # resized to Limits.image_cache_bytes when the app starts
 
 
 def open_workspace(path: str) -> Workspace:
-    """Decode the file at `path` safely; ImageError says what is wrong with it."""
-    from ..imaging import load_image, load_preview
+    """Check the file at `path` (ImageError says what is wrong with it) and keep what is cheap: its size and a
+    preview decoded at the smallest JPEG DCT scale that still covers PREVIEW_SIDE (no full-size decode)."""
+    import io
+
+    from ..imaging import image_size, load_preview
 
     with named_in_errors(path):
-        image = load_image(path)
-    return Workspace(image=image, preview=load_preview(path, PREVIEW_SIDE))  # a DCT-scaled decode of the file
+        small = load_preview(path, PREVIEW_SIDE)
+        size = image_size(path)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=90)
+    return Workspace(path=str(path), size=size, preview_jpeg=buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -117,18 +228,47 @@ def parse_params(name: str, text: str | None) -> dict[str, Any]:
     """
     if not text or not text.strip():
         return {}
+    if len(text) > MAX_PARAMS_CHARS:
+        raise PlanError(f"{name}: the parameters are {len(text):,} characters long; write at most "
+                        f"{MAX_PARAMS_CHARS:,}, one value per parameter, such as {{\"max_tiles\": 6}}")
     try:
-        values = json.loads(text)
+        values = json.loads(text, parse_constant=_not_a_number, parse_float=_finite_float,
+                            parse_int=_short_int)
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"{name}: the parameters are not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
             'write an object such as {"max_tiles": 6}'
         ) from None
+    except RecursionError:
+        raise PlanError(f'{name}: the parameters are nested too deeply; write a flat object such as '
+                        '{"max_tiles": 6}') from None
+    except ValueError as exc:  # NaN, Infinity, 1e999 or an integer with thousands of digits
+        raise PlanError(f"{name}: {exc}; use a finite number within the parameter's range") from None
     if not isinstance(values, dict):
         raise PlanError(f'{name}: the parameters must be a JSON object such as {{"max_tiles": 6}}, '
                         f"not {text.strip()!r}")
     defaults = strategy_info(name).defaults
     return {k: v for k, v in values.items() if k not in defaults or v != defaults[k]}
+
+
+MAX_PARAMS_CHARS = 10_000  # the parameters box; every strategy's parameters fit in a few hundred
+
+
+def _not_a_number(word: str):
+    raise ValueError(f"{word} is not a number a parameter can take")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large to be a number")
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > 30:
+        raise ValueError(f"{text[:12]}… ({len(text)} digits) is too large to be a number")
+    return int(text)
 
 
 def make_plan(size: tuple[int, int], name: str, params: dict[str, Any], max_tokens: int | None) -> Plan:
@@ -309,9 +449,22 @@ def sequence_choices(packing: Any) -> list[tuple[str, int]]:
     ]
 
 
-def whole(value: float | None) -> int:
-    """A number box's value as an int; an emptied box gives 0, which gridvlm refuses with a readable message."""
-    return int(value or 0)
+def whole(value: float | None, name: str = "the number") -> int:
+    """A number box's value as an int; an emptied box gives 0, which gridvlm refuses with a readable message.
+    NaN, infinities and non-numbers (which a client may send past the box) are refused here."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError):
+        raise PlanError(f"{name} must be a number, not {str(value)[:40]!r}") from None
+    if number != number or abs(number) == float("inf"):
+        raise PlanError(f"{name} must be a finite number, not {value}")
+    if abs(number) >= 1e15:
+        raise PlanError(f"{name}={number:.3g} is far too large; use a value within the box's range")
+    return int(number)
+
+
+NO_IMAGE = ("no image here: the server restarted or your session ended, so it no longer holds your image — upload "
+            "it again (or pick an example)")
 
 
 def _num(value: float | None) -> str:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,16 +15,18 @@ import gradio as gr
 import gridvlm
 from gridvlm import metrics, pixels, viz
 
+from gridvlm import limits
+
 from . import display as ui
-from .errors import for_people
+from . import serving
+from .errors import for_people, session_id, with_status
 
 MAX_BUDGET = 16384  # slider maximum, visual tokens
 
 
 def _export(name: str, data: bytes) -> str:
-    """Write a download under gradio's temp dir, named by content so the same plan is written once."""
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio") / "gridvlm"
-    folder = root / hashlib.sha1(data).hexdigest()[:16]
+    """Write a download into gridvlm's own temp folder, named by content so the same plan is written once."""
+    folder = serving.own_dir() / hashlib.sha1(data).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     if not path.exists():
@@ -42,9 +41,10 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     The views follow in a second event (`show_views`), so the numbers and the overlay do not wait for resampling.
     """
     if ws is None:
-        raise gridvlm.ImageError("no image yet: upload one or pick an example")
+        raise gridvlm.ImageError(ui.NO_IMAGE)
     params = ui.parse_params(strategy, params_json)
-    p = ui.make_plan(ws.size, strategy, params, None if use_defaults else int(max_tokens))
+    p = ui.make_plan(ws.size, strategy, params, None if use_defaults else ui.whole(max_tokens, "max visual tokens"))
+    limits.check_plan_size(p)  # one shape per view in the overlay
     seams = metrics.seam_energy(ws.preview, p)
     return (
         viz.plan_figure(p, image=ws.preview, seams=seams, show_windows=show_windows),
@@ -63,7 +63,7 @@ def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[An
     model's sequence order."""
     if ws is None or p is None:
         return []
-    return list(zip(pixels.views(ws.image, p, exact=False), ui.view_captions(p)))
+    return list(zip(pixels.views(ws.source, p, exact=False), ui.view_captions(p)))
 
 
 @for_people
@@ -72,6 +72,8 @@ def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: floa
     """A new image (upload or example): decoded once into the user's state, then planned."""
     if not path:  # the file was cleared: keep showing the last image until a new one arrives
         return gr.skip()
+    serving.track_upload(path, session_id())
+    serving.check_disk(path)
     ws = ui.open_workspace(path)
     return (ws, *slice_image(ws, strategy, use_defaults, max_tokens, params_json, show_windows))
 
@@ -108,6 +110,7 @@ def choose_family(family: str, p: gridvlm.Plan | None) -> dict:
     return gr.update(choices=names, value=current if current in names else names[0])
 
 
+@for_people
 def export_figure(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[str]:
     """The overlay as HTML (always) and PNG (needs kaleido and Chrome/Chromium; else a warning)."""
     if ws is None or p is None:
@@ -129,7 +132,7 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     with gr.Tab("Slice", id="slice"):
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                image = gr.File(label="Image", file_types=["image"], type="filepath", value=str(ui.DEFAULT_IMAGE),
+                image = serving.UploadFile(label="Image", file_types=["image"], type="filepath", value=str(ui.DEFAULT_IMAGE),
                                 elem_id="image-upload", height=120)
                 gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
                 family = gr.Dropdown([ui.ALL_FAMILIES, *gridvlm.list_families()], value=ui.ALL_FAMILIES,
@@ -150,6 +153,7 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                     apply = gr.Button("Apply parameters", size="sm")
                     params_doc = gr.Markdown(ui.params_help(ui.DEFAULT_STRATEGY))
             with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="slice-status")  # what went wrong, kept after the toast is gone
                 summary = gr.Markdown(elem_id="slice-summary")
                 overlay = gr.Plot(label="Tiles on the image", elem_id="overlay")
                 views = gr.Gallery(label="Views as the encoder sees them", columns=7, height=300,
@@ -170,14 +174,16 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     knobs = [strategy, use_defaults, budget, params, show_windows]
     family.input(choose_family, [family, plan_state], strategy)
     for event in (
-        image.change(upload, [image, *knobs], [ws, *slice_out]),
-        demo.load(upload, [image, *knobs], [ws, *slice_out]),
+        image.change(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
+        demo.load(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
         strategy.change(choose_strategy, [ws, strategy, use_defaults, budget, show_windows],
-                        [about, params, params_doc, *slice_out]),
-        use_defaults.input(update_plan, [ws, *knobs], slice_out),
-        budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out]),
-        apply.click(update_plan, [ws, *knobs], slice_out),
-        show_windows.input(update_plan, [ws, *knobs], slice_out),
+                        [about, params, params_doc, *slice_out], **serving.CPU),
+        use_defaults.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
+        budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out],
+                       **serving.CPU),
+        apply.click(update_plan, [ws, *knobs], slice_out, **serving.CPU),
+        show_windows.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
     ):
-        event.success(show_views, [ws, plan_state], views)
-    make_files.click(export_figure, [ws, plan_state], figure_files)
+        with_status(event, status)
+        with_status(event.success(show_views, [ws, plan_state], views, **serving.CPU), status)
+    with_status(make_files.click(export_figure, [ws, plan_state], figure_files, **serving.CPU), status)

@@ -24,6 +24,7 @@ _LAZY = {
     "loaded_models": "loading",
     "is_loaded": "loading",
     "clear_cache": "loading",
+    "in_use": "loading",
     "encode": "visual",
     "VisualSequence": "visual",
     "Layout": "visual",

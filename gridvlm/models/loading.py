@@ -8,12 +8,18 @@ The cache never makes a reader wait: finished loads sit in a dict that is replac
 `loaded_models` and `is_loaded` read it without a lock. Loading takes a lock per key only: a second caller of
 the same key waits for the first one's result; callers of other keys, and status reads, do not wait at all.
 Local paths are resolved, so `dir`, `dir/` and `./dir` are one model.
+
+The cache holds at most `gridvlm.limits.active().max_models` models: when a load would exceed it, the least
+recently used model leaves, but never one that a running reply holds (`in_use`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +111,9 @@ class _Pending:
 _LOADED: dict[ModelKey, VLM] = {}  # replaced on every change (copy on write): read without a lock
 _PENDING: dict[ModelKey, _Pending] = {}
 _LOCK = threading.Lock()  # guards _PENDING and the replacement of _LOADED; never held during a load
+_USED: dict[ModelKey, int] = {}  # key -> tick of its last use (written without a lock: one int per key)
+_TICK = itertools.count()
+_HELD: dict[ModelKey, int] = {}  # key -> running replies holding it (guarded by _LOCK)
 
 
 def load_vlm(model_id_or_path: str | os.PathLike, device: str = "auto", dtype: Any = "auto",
@@ -131,6 +140,7 @@ def load_vlm(model_id_or_path: str | os.PathLike, device: str = "auto", dtype: A
                    bool(trust_remote_code))
     vlm = _LOADED.get(key)
     if vlm is not None:
+        _USED[key] = next(_TICK)
         return vlm
     with _LOCK:
         vlm = _LOADED.get(key)
@@ -160,8 +170,41 @@ def _finish(key: ModelKey, pending: _Pending) -> None:
     with _LOCK:
         if pending.vlm is not None:
             _LOADED = {**_LOADED, key: pending.vlm}
+            _USED[key] = next(_TICK)
+            _evict(keep=key)
         _PENDING.pop(key, None)
     pending.done.set()
+
+
+def _evict(keep: ModelKey | None = None) -> None:
+    """Drop least recently used models beyond the limit, sparing `keep` and models in use. Call with _LOCK held."""
+    global _LOADED
+    from ..limits import active
+
+    spare = [k for k in sorted(_LOADED, key=lambda k: _USED.get(k, -1))
+             if k != keep and not _HELD.get(k)]
+    extra = len(_LOADED) - active().max_models
+    gone = spare[:max(0, extra)]
+    if gone:
+        _LOADED = {k: v for k, v in _LOADED.items() if k not in gone}
+        for k in gone:
+            _USED.pop(k, None)
+
+
+@contextlib.contextmanager
+def in_use(vlm: VLM) -> Iterator[VLM]:
+    """Hold `vlm` in the cache while a reply runs: eviction passes it by until the block ends."""
+    key = vlm.key
+    with _LOCK:
+        _HELD[key] = _HELD.get(key, 0) + 1
+    try:
+        yield vlm
+    finally:
+        with _LOCK:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+            _evict()
 
 
 def normalise_source(source: str | os.PathLike) -> str:
@@ -188,6 +231,7 @@ def clear_cache() -> None:
     global _LOADED
     with _LOCK:
         _LOADED = {}
+        _USED.clear()
 
 
 def _resolve_device(device: str, torch) -> str:
