@@ -315,3 +315,22 @@ def test_a_family_narrows_the_strategies_and_qwen25_shows_its_windows(page):
     # narrowing the list must not refuse the strategy that was shown before (an error toast)
     expect(page.get_by_text("is not in the list of choices")).to_have_count(0, timeout=STEP_TIMEOUT_MS)
     _shot(page, "10-family-windows")
+
+
+@pytest.mark.parametrize("family, name, score", [("anyres", "llava-next", "effective resolution"),
+                                                 ("variable slices", "minicpm-v", "log-ratio error")])
+def test_why_this_grid_shows_the_candidates_and_the_winner(page, family, name, score):
+    page.get_by_role("tab", name="Slice").click()
+    page.locator("#family input").click()
+    page.get_by_role("option", name=family, exact=True).click()
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    _expect_text(page, "#slice-summary", name)
+    if not page.locator("#why").is_visible():  # the accordion stays open once opened
+        page.locator("#why-accordion").get_by_text("Why this grid?").click()
+    expect(page.locator("#why")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    _expect_text(page, "#why", "Rule.")
+    _expect_text(page, "#why", score)
+    _expect_text(page, "#why", "Decision.")
+    expect(page.locator("#why table")).to_have_count(1, timeout=STEP_TIMEOUT_MS)
+    _shot(page, f"11-why-{name}")

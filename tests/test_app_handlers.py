@@ -324,3 +324,13 @@ def test_every_strategy_is_offered_in_every_tab(strategy_lists, name):
     narrowed = slice_tab.choose_family(family, gridvlm.plan((640, 480), name))
     assert name in narrowed["choices"] and narrowed["value"] == name
     assert set(narrowed["choices"]) == set(gridvlm.list_strategies(family))
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_why_this_grid_names_the_plans_winner(name):
+    plan = gridvlm.plan((1024, 768), name)
+    text = slice_tab.why_this_grid(plan)
+    chosen = gridvlm.explain((1024, 768), name).chosen
+    assert "**Rule.**" in text and "**Decision.**" in text
+    assert f"| → | **{chosen.label}** |" in text
+    assert slice_tab.why_this_grid(None) == ""

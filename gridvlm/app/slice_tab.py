@@ -58,6 +58,14 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
 
 
 @for_people
+def why_this_grid(p: gridvlm.Plan | None) -> str:
+    """The reference's decision for the shown plan: every candidate with the score it ranks by, and the winner."""
+    if p is None:
+        return ""
+    return ui.explanation_markdown(gridvlm.explain(p.image_size, p.strategy, **p.params))
+
+
+@for_people
 def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[Any, str]]:
     """The plan's views as the encoder sees them (fast path: a preview, within 2/255 of exact), captioned, in the
     model's sequence order."""
@@ -164,6 +172,9 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                                               label="Tokens and metrics", interactive=False, wrap=True,
                                               column_widths=["70%", "30%"], elem_id="metrics")
                 notes = gr.Markdown(elem_id="notes")
+                with gr.Accordion("Why this grid? The candidates the reference weighed", open=False,
+                                  elem_id="why-accordion"):
+                    why = gr.Markdown(elem_id="why")
                 with gr.Row(equal_height=True):
                     plan_json = gr.DownloadButton("Download the plan (JSON)", size="sm", elem_id="download-json")
                     make_files = gr.Button("Export the figure (HTML + PNG)", size="sm", elem_id="export")
@@ -186,4 +197,5 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     ):
         with_status(event, status)
         with_status(event.success(show_views, [ws, plan_state], views, **serving.CPU), status)
+        event.success(why_this_grid, plan_state, why, queue=False, show_progress="hidden")
     with_status(make_files.click(export_figure, [ws, plan_state], figure_files, **serving.CPU), status)
