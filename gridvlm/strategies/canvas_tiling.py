@@ -4,7 +4,7 @@
 Each picks a rows × cols canvas of square tiles by its own rule, resizes the image onto it (aspect kept and
 padded for Mllama / Llama 4, squashed for the others) and cuts the tiles row-major. Aya Vision and
 DeepSeek-OCR-2 choose the grid with GOT-OCR2's `get_optimal_tiled_canvas`, which is InternVL's rule
-(`grids.internvl_grid`, here with `phi.aspect_ratio_search`). Mllama and Llama 4 share `best_fit_canvas` (the least upscaling, else the least
+(`grids.aspect_ratio_search` over `grids.internvl_ratios`). Mllama and Llama 4 share `best_fit_canvas` (the least upscaling, else the least
 downscaling, then the smallest area).
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, squashed_view, to_float32, whole
-from .grids import resized_grid_plan
-from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search
+from .grids import aspect_ratio_search, internvl_ratios, resized_grid_plan
+from .phi import ASPECT_RULE, aspect_candidates
 from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import (
     AYA_EXPANSE_8B, CLIP, COMMAND_A, DEEPSEEK_3B_MOE, LLAMA3_8B, LLAMA4_SCOUT, LLAMA4_VIT, MLLAMA_VIT, PE_G_14,
@@ -271,17 +271,9 @@ register(StrategyInfo(
 
 
 @lru_cache(maxsize=64)
-def got_ocr2_ratios(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
-    """get_all_supported_aspect_ratios: (cols, rows), cols outer, rows inner, min ≤ cols·rows ≤ max, stably sorted
-    by cols·rows — InternVL's candidate order (`grids.internvl_grid`)."""
-    pairs = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
-             if min_tiles <= c * r <= max_tiles]
-    return tuple(sorted(pairs, key=lambda cr: cr[0] * cr[1]))
-
-
 def got_ocr2_search(w: int, h: int, tile: int, min_tiles: int, max_tiles: int):
     """GOT-OCR2's get_optimal_tiled_canvas (InternVL's rule) step by step: ((cols, rows), steps)."""
-    return aspect_ratio_search(w, h, got_ocr2_ratios(min_tiles, max_tiles), tile)
+    return aspect_ratio_search(w, h, internvl_ratios(min_tiles, max_tiles), tile)
 
 
 def _aya_explain(w: int, h: int, p: dict[str, Any]) -> Explanation:

@@ -26,7 +26,8 @@ from typing import Any
 from ..geometry import Plan, cut_canvas, make_tile, whole
 from .anyres import pad_contain
 from .canvas_tiling import gate_candidate
-from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search
+from .grids import aspect_ratio_search
+from .phi import ASPECT_RULE, aspect_candidates
 from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, at_most, register
 from .reference import DEEPSEEK_3B_MOE, SAM_VIT_B_16, SIGLIP, ReferenceModel
 

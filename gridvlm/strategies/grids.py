@@ -188,6 +188,45 @@ INTERNVL_CLOSER, INTERNVL_TIE_TAKEN = "closer", "tie taken"
 INTERNVL_TIE_REFUSED, INTERNVL_FARTHER = "tie refused", "farther"
 
 
+def aspect_ratio_search(w: int, h: int, ratios, tile: int):
+    """`find_closest_aspect_ratio` step by step (InternVL, GOT-OCR2 and the tilers built on it, Phi-4-MM, LFM2-VL,
+    DeepSeek-OCR; each passes its own candidate order): the nearest w/h wins; on
+    an exact tie the later (bigger) grid replaces the best so far only when the image has more than half its pixels.
+
+    Returns (best (cols, rows), steps): one (ratio, distance, outcome, best before it) per ratio in the given
+    order, outcome "closer", "tie-taken", "tie-kept" or "farther" — what the planner took and `explain` shows.
+    """
+    aspect, area = w / h, w * h
+    best, best_diff = (1, 1), float("inf")
+    steps = []
+    for ratio in ratios:
+        diff = abs(aspect - ratio[0] / ratio[1])
+        before = best
+        if diff < best_diff:
+            best, best_diff, outcome = ratio, diff, "closer"
+        elif diff == best_diff:
+            if area > 0.5 * tile * tile * ratio[0] * ratio[1]:
+                best, outcome = ratio, "tie-taken"
+            else:
+                outcome = "tie-kept"
+        else:
+            outcome = "farther"
+        steps.append((ratio, diff, outcome, before))
+    return best, steps
+
+
+def internvl_ratios(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
+    """InternVL's and GOT-OCR2's candidate grids (cols, rows): cols outer, rows inner, min ≤ cols·rows ≤ max, stably
+    sorted by cols·rows (get_all_supported_aspect_ratios)."""
+    pairs = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
+             if min_tiles <= c * r <= max_tiles]
+    return tuple(sorted(pairs, key=lambda cr: cr[0] * cr[1]))
+
+
+_INTERNVL_OUTCOMES = {"closer": INTERNVL_CLOSER, "tie-taken": INTERNVL_TIE_TAKEN, "tie-kept": INTERNVL_TIE_REFUSED,
+                      "farther": INTERNVL_FARTHER}
+
+
 def internvl_candidates(w: int, h: int, tile: int, min_tiles: int, max_tiles: int
                         ) -> tuple[list[tuple[int, int, float, str]], tuple[int, int]]:
     """InternVL's find_closest_aspect_ratio, step by step: every (cols, rows, aspect distance, what happened) in
@@ -196,26 +235,8 @@ def internvl_candidates(w: int, h: int, tile: int, min_tiles: int, max_tiles: in
     What happened is INTERNVL_CLOSER (a new closest, taken), INTERNVL_TIE_TAKEN / INTERNVL_TIE_REFUSED (equal
     distance: the bigger grid is taken only if W·H > 0.5·T²·c·r) or INTERNVL_FARTHER.
     """
-    candidates = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
-                  if min_tiles <= c * r <= max_tiles]
-    candidates.sort(key=lambda cr: cr[0] * cr[1])
-    aspect, area = w / h, w * h
-    best, best_diff = (1, 1), math.inf
-    steps = []
-    for c, r in candidates:
-        diff = abs(aspect - c / r)
-        if diff < best_diff:
-            best, best_diff = (c, r), diff
-            steps.append((c, r, diff, INTERNVL_CLOSER))
-        elif diff == best_diff:
-            if area > 0.5 * tile * tile * c * r:
-                best = (c, r)
-                steps.append((c, r, diff, INTERNVL_TIE_TAKEN))
-            else:
-                steps.append((c, r, diff, INTERNVL_TIE_REFUSED))
-        else:
-            steps.append((c, r, diff, INTERNVL_FARTHER))
-    return steps, best
+    best, steps = aspect_ratio_search(w, h, internvl_ratios(min_tiles, max_tiles), tile)
+    return [(c, r, diff, _INTERNVL_OUTCOMES[outcome]) for (c, r), diff, outcome, _ in steps], best
 
 
 def internvl_grid(w: int, h: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:

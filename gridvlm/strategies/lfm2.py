@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, make_tile, whole
-from .grids import resized_grid_plan
-from .phi import ASPECT_RULE, aspect_candidates, aspect_ratio_search, target_ratios
+from .grids import aspect_ratio_search, resized_grid_plan
+from .phi import ASPECT_RULE, aspect_candidates, target_ratios
 from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import LFM2_1_2B, SIGLIP, SIGLIP2_NAFLEX_400M, ReferenceModel
 

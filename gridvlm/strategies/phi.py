@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import PlanError
 from ..geometry import Plan, cut_canvas, make_tile, whole
+from .grids import aspect_ratio_search
 from .registry import BudgetKnob, Candidate, Explanation, ParamSpec, PixelRecipe, StrategyInfo, register
 from .reference import CLIP, CLIP_L_336, PHI35_MINI, PHI4_MINI, SIGLIP, SIGLIP_SO400M, ReferenceModel
 
@@ -30,38 +31,6 @@ def target_ratios(min_num: int, max_num: int) -> tuple[tuple[int, int], ...]:
         if min_num <= i * j <= max_num
     }
     return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
-
-
-def aspect_ratio_search(w: int, h: int, ratios, tile: int):
-    """`find_closest_aspect_ratio` step by step (Phi-4-MM, LFM2-VL, GOT-OCR2, DeepSeek-OCR): the nearest w/h wins; on
-    an exact tie the later (bigger) grid replaces the best so far only when the image has more than half its pixels.
-
-    Returns (best (cols, rows), steps): one (ratio, distance, outcome, best before it) per ratio in the given
-    order, outcome "closer", "tie-taken", "tie-kept" or "farther" — what the planner took and `explain` shows.
-    """
-    aspect, area = w / h, w * h
-    best, best_diff = (1, 1), float("inf")
-    steps = []
-    for ratio in ratios:
-        diff = abs(aspect - ratio[0] / ratio[1])
-        before = best
-        if diff < best_diff:
-            best, best_diff, outcome = ratio, diff, "closer"
-        elif diff == best_diff:
-            if area > 0.5 * tile * tile * ratio[0] * ratio[1]:
-                best, outcome = ratio, "tie-taken"
-            else:
-                outcome = "tie-kept"
-        else:
-            outcome = "farther"
-        steps.append((ratio, diff, outcome, before))
-    return best, steps
-
-
-def closest_aspect_ratio(w: int, h: int, ratios, tile: int) -> tuple[int, int]:
-    """`find_closest_aspect_ratio` (Phi-4-MM, LFM2-VL): nearest w/h; on an exact tie the later (bigger) grid wins
-    when the image has more than half its pixels. Returns (cols, rows)."""
-    return aspect_ratio_search(w, h, ratios, tile)[0]
 
 
 ASPECT_RULE = ("each grid is scored by |image w/h − cols/rows| and the smallest distance wins; on an exact tie the "
