@@ -94,7 +94,10 @@ def app_url(sync_api):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer HTTP 200 within {START_TIMEOUT_S} s; see {ARTIFACTS / 'app.log'}")
-            time.sleep(0.3)
+            try:  # between polls, wait on the other condition that ends the loop: the server exiting
+                proc.wait(timeout=0.3)
+            except subprocess.TimeoutExpired:
+                pass
         yield url
     finally:
         if proc.poll() is None:
