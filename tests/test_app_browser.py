@@ -266,6 +266,10 @@ def test_chat_streams_a_reply_and_shows_where_it_looked(page, tmp_path):
     # Every text the answer bubble shows, recorded as it changes: a streamed reply shows several prefixes.
     page.evaluate("""() => {
         window.__replies = [];
+        window.__sendLocked = false;  // Send disabled at some moment of the reply
+        new MutationObserver(() => {
+            if (document.querySelector('#chat-send').disabled) window.__sendLocked = true;
+        }).observe(document.querySelector('#chat-send'), {attributes: true});
         new MutationObserver(() => {
             const bots = document.querySelectorAll('#chat-bot [data-testid="bot"]');
             const text = bots.length ? bots[bots.length - 1].innerText : '';
@@ -278,7 +282,9 @@ def test_chat_streams_a_reply_and_shows_where_it_looked(page, tmp_path):
                                                                            timeout=STEP_TIMEOUT_MS)
     title = _expect_plot_title(page, "#attention-overlay", "LLM layers 0–1, whole answer")  # after the reply
     replies = page.evaluate("() => window.__replies")
-    assert len(replies) >= 3, replies  # shown while it was written (random text: markdown, so not always prefixes)
+    assert len(replies) >= 3, replies
+    assert page.evaluate("() => window.__sendLocked"), "Send stayed enabled while the reply streamed"
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=STEP_TIMEOUT_MS)  # and unlocks after it  # shown while it was written (random text: markdown, so not always prefixes)
     assert _plotly_traces(page, "#attention-global") > 0 and _plotly_traces(page, "#attention-mass") > 0
     _expect_text(page, "#attention-summary", "newlines")
     _shot(page, "09-chat-attention")

@@ -277,6 +277,15 @@ def respond(message: str, history: list | None, image_value: Any, plan_value: An
 respond = for_people(respond)  # MemoryError and other failures become sentences too
 
 
+def lock_input() -> tuple[dict, dict]:
+    """While a reply streams: Send and the message box are disabled."""
+    return gr.update(interactive=False), gr.update(interactive=False)
+
+
+def unlock_input() -> tuple[dict, dict]:
+    return gr.update(interactive=True), gr.update(interactive=True)
+
+
 def clear_chat() -> tuple[list, str, None]:
     """An empty chat, message box and reply record."""
     return [], "", None
@@ -329,8 +338,12 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
         chat_in = [message, chatbot, image_state, plan_state, model, quantization, strategy, max_new, temperature,
                    top_p]
         for event in (send.click, message.submit):
-            replied = event(respond, chat_in, [chatbot, message, chat_state], **serving.MODEL)
+            # Send and the message box stay locked until the reply has finished, so a second message cannot cut
+            # the first reply short in the history; they unlock whether the reply succeeded or failed.
+            locked = event(lock_input, None, [send, message], queue=False, show_progress="hidden")
+            replied = locked.then(respond, chat_in, [chatbot, message, chat_state], **serving.MODEL)
             with_status(replied, problem)
+            replied.then(unlock_input, None, [send, message], queue=False, show_progress="hidden")
             replied.then(usage_markdown, usage_in, usage)
             replied.success(**panel["refresh"]).then(**panel["redraw"])
         cleared = clear.click(clear_chat, None, [chatbot, message, chat_state])
