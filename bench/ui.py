@@ -3,7 +3,7 @@
     python bench/ui.py [--repeats 5] [--out bench/results/ui.json]
 
 The handlers are called in process, exactly as gradio calls them (no server, no browser). The Slice tab answers
-in two events: the first (`upload` or `choose_strategy`) returns the overlay, headline, breakdown, metrics table,
+in two events: the first (`upload`, or `describe_strategy` then `update_plan` on a switch) returns the overlay, headline, breakdown, metrics table,
 notes and plan JSON; the second (`show_views`) the gallery of views as the encoder sees them. Both are timed, and
 so is gradio's own postprocessing of those outputs (plot to JSON, gallery images written to its cache), which
 runs before the browser gets anything. Times are the median of N runs, in ms. Compare and Pack are timed too.
@@ -89,8 +89,12 @@ def main() -> None:
         add(part, "llava-next", median_ms(fn, n)[0])
 
     for name in SWITCHES:
-        first_ms, out = median_ms(lambda: slice_tab.choose_strategy(ws, name, True, 2048), n)
-        figure, p = out[3], out[-1]
+        def switch(name=name):
+            return slice_tab.describe_strategy(name), slice_tab.update_plan(ws, name, True, 2048,
+                                                                            ui.params_text(name))
+
+        first_ms, (_, out) = median_ms(switch, n)
+        figure, p = out[0], out[-1]
         views_ms, gallery = median_ms(lambda: slice_tab.show_views(ws, p), n)
         post_ms, _ = median_ms(lambda: gradio_postprocess(figure, gallery), n)
         add("switch -> overlay, numbers (event 1)", name, first_ms, f"<= {GOALS_MS['switch']}")

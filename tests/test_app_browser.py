@@ -343,3 +343,51 @@ def test_why_this_grid_shows_the_candidates_and_the_winner(page, family, name, s
     _expect_text(page, "#why", "Decision.")
     expect(page.locator("#why table")).to_have_count(1, timeout=STEP_TIMEOUT_MS)
     _shot(page, f"11-why-{name}")
+
+
+def _fewest_tokens(size, strategy) -> int:
+    """The smallest budget `fit_budget` can meet for `strategy` on an image of `size` (binary search)."""
+    lo, hi = 1, 100_000
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            gridvlm.fit_budget(size, strategy, mid)
+            hi = mid
+        except gridvlm.PlanError:
+            lo = mid + 1
+    return lo
+
+
+def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(page):
+    size = (1200, 1600)
+    need = _fewest_tokens(size, "llava-next")
+    assert _fewest_tokens(size, "internvl") < need  # internvl fits a budget llava-next cannot meet
+    page.get_by_role("tab", name="Slice").click()
+    _upload(page, PORTRAIT)
+    _expect_text(page, "#slice-summary", "1200×1600")
+    page.locator("#family input").click()
+    page.get_by_role("option", name="all families", exact=True).click()
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="internvl", exact=True).click()
+    _expect_text(page, "#slice-summary", "internvl")
+    budget = page.locator("#budget input[type=number]")
+    budget.fill(str(need - 1))
+    budget.blur()  # the slider's release: fit the budget
+    fitted = gridvlm.fit_budget(size, "internvl", need - 1)
+    _expect_text(page, "#slice-summary", f"{fitted.token_count} tokens")
+
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="llava-next", exact=True).click()
+    _expect_text(page, "#strategy-about", "LLaVA-NeXT")  # the new strategy's description and parameters …
+    if not page.locator("#params").count():  # they sit in the closed "Advanced" accordion
+        page.get_by_text("Advanced: the strategy's parameters").click()
+    _expect_text(page, "#params", "grid_pinpoints")
+    _expect_text(page, "#slice-status", str(need))  # … and the refusal, saying what the budget must reach
+    _expect_text(page, "#slice-summary", "internvl")  # the last good plan stays on screen
+    _shot(page, "12-refused-switch")
+
+    budget.fill(str(need))
+    budget.blur()
+    _expect_text(page, "#slice-summary", "llava-next")
+    _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget(size, 'llava-next', need).token_count} tokens")
+    expect(page.locator("#slice-status")).not_to_contain_text(str(need), timeout=STEP_TIMEOUT_MS)

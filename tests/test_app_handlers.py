@@ -68,8 +68,8 @@ def _error_message(excinfo) -> str:
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_every_strategy_through_the_slice_handlers(ws, name):
-    about, params_json, params_doc, fig, headline, breakdown, rows, notes, json_path, p = slice_tab.choose_strategy(
-        ws, name, True, 2048)
+    about, params_json, params_doc = slice_tab.describe_strategy(name)
+    fig, headline, breakdown, rows, notes, json_path, p = slice_tab.update_plan(ws, name, True, 2048, params_json)
     expected = gridvlm.plan(ws.size, name)
     assert p == expected
     assert len(_tile_shapes(fig)) == len(expected.tiles)

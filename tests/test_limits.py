@@ -198,9 +198,8 @@ def test_after_a_restart_the_page_asks_for_the_upload_again(photo):
     os.remove(photo)  # the server restarted and emptied its temp dir
     with pytest.raises(gr.Error, match="'photo.jpg' is no longer on the server.*upload the image again"):
         slice_tab.show_views(ws, p)
-    for fn in (slice_tab.update_plan, slice_tab.choose_strategy):
-        with pytest.raises(gr.Error, match="server restarted"):
-            fn(None, *KNOBS[:3], *KNOBS[4:]) if fn is slice_tab.choose_strategy else fn(None, *KNOBS)
+    with pytest.raises(gr.Error, match="server restarted"):
+        slice_tab.update_plan(None, *KNOBS)
 
 
 # ------------------------------------------------------------------------------------------------ sessions, disk
@@ -263,7 +262,7 @@ def test_cpu_and_model_events_share_one_limit_each():
     demo = build_demo(Limits())
     seen = set()
     for fn in demo.fns.values():
-        if fn.name in {"upload", "update_plan", "choose_strategy", "set_budget", "show_views", "compare",
+        if fn.name in {"upload", "update_plan", "set_budget", "show_views", "compare",
                        "pack_images", "show_mask", "export_figure"}:
             assert (fn.concurrency_id, fn.concurrency_limit) == ("cpu", serving.CPU_CONCURRENCY), fn.name
             seen.add(fn.name)

@@ -92,13 +92,13 @@ def update_plan(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     return slice_image(ws, strategy, use_defaults, max_tokens, params_json, show_windows)
 
 
-@for_people
-def choose_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
-                    show_windows: bool = False) -> tuple:
-    """A new strategy: its description, its default parameters and its plan."""
-    defaults = ui.params_text(strategy)
-    return (ui.strategy_about(strategy), defaults, ui.params_help(strategy),
-            *slice_image(ws, strategy, use_defaults, max_tokens, defaults, show_windows))
+def describe_strategy(strategy: str) -> tuple[str, str, str]:
+    """A new strategy's description, default parameters (JSON) and their help.
+
+    A strategy switch shows these first, in an event of their own, then plans (`update_plan`): when the plan is
+    refused (a budget it cannot meet), the new strategy's description and parameters still show, beside the last
+    good figures and the message, so the next change is made with the right parameters."""
+    return ui.strategy_about(strategy), ui.params_text(strategy), ui.params_help(strategy)
 
 
 @for_people
@@ -187,8 +187,8 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     for event in (
         image.change(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
         demo.load(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
-        strategy.change(choose_strategy, [ws, strategy, use_defaults, budget, show_windows],
-                        [about, params, params_doc, *slice_out], **serving.CPU),
+        strategy.change(describe_strategy, strategy, [about, params, params_doc], queue=False,
+                        show_progress="hidden").then(update_plan, [ws, *knobs], slice_out, **serving.CPU),
         use_defaults.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
         budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out],
                        **serving.CPU),
