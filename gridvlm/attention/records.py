@@ -119,7 +119,7 @@ def reply_record(vlm: VLM, image: ImageSource, plan: Plan | str, sequence_ids: S
         text_layers=len(text_layers(vlm)),
         text_heads=int(vlm.model.config.text_config.num_attention_heads),
         vision_layers=len(tower),
-        vision_heads=int(tower[0].self_attn.num_heads),
+        vision_heads=vlm.family.vision_heads(vlm.model),
         vision_feature_attention_layer=vlm.family.feature_attention_layer(vlm.geometry, len(tower)),
     )
 
@@ -130,12 +130,24 @@ def query_rows(record: ReplyRecord) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rebuild_inputs(vlm: VLM, record: ReplyRecord) -> tuple[Any, np.ndarray, Layout]:
-    """(inputs_embeds (1, S, D), visual positions, Layout) of a reply: the token embeddings with the visual span
-    replaced by `encode(vlm, image, plan)`: for the native plan the model's own embeddings."""
+    """(inputs, visual positions, Layout) of a reply.
+
+    Families with a plan mode: inputs_embeds (1, S, D), the token embeddings with the visual span replaced by
+    `encode(vlm, image, plan)` (for the native plan the model's own embeddings). Families that see only their
+    own slicing: a dict of model inputs (the reply's ids beside the processor's image outputs,
+    `ModelAdapter.native_inputs`) that the whole model runs, its own rotary positions and masks included."""
+    from ..imaging import load_image
     from ..models.visual import splice_visual
 
-    visual = vlm.encode(record.image, record.plan)
     positions = np.asarray(record.visual_positions, dtype=np.int64)
+    if not vlm.family.plan_mode:
+        layout = vlm.family.layout(vlm.geometry, record.plan)
+        if len(positions) != len(layout):
+            raise AttentionError(f"the reply has {len(positions)} visual positions but {vlm.family.name}'s layout "
+                                 f"of its plan has {len(layout)}: the record does not belong to this model or image")
+        inputs = vlm.family.native_inputs(vlm, load_image(record.image), record.sequence_ids)
+        return inputs, positions, layout
+    visual = vlm.encode(record.image, record.plan)
     if len(positions) != len(visual):
         raise AttentionError(f"the reply has {len(positions)} visual positions but encoding its image with its plan "
                              f"gives {len(visual)}: the record does not belong to this model or image")
@@ -178,7 +190,9 @@ def attention_maps(record: ReplyRecord, rows: str | int = WHOLE_ANSWER, layers: 
             return vision_attention(record.model.load(), record.image, record.plan, layers=(first, last),
                                     heads=heads)
 
-        view_maps = vision_view_maps(cached(("vision", record.id, first, last, heads), vision), record.plan)
+        vlm = record.model.load()
+        view_maps = vision_view_maps(cached(("vision", record.id, first, last, heads), vision), record.plan,
+                                     vlm.family.patch_pixels(vlm.geometry, record.plan))
     else:
         weights, layout = cached(("llm", record.id, heads), lambda: _llm_weights(record, heads))
         vector = _pick_rows(record, weights[picked].mean(axis=0), rows)  # (visual,)
