@@ -24,6 +24,7 @@ import json
 import pkgutil
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,15 @@ if TYPE_CHECKING:
     from .loading import VLM
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A real hub checkpoint of a family, as the app's model list offers it."""
+
+    hub_id: str
+    size: str  # parameters as the model card states them, e.g. "2B"
+    cpu_friendly: bool = False  # small enough to answer on a CPU-only Space in seconds
+
+
 class ModelAdapter:
     """One model family. Subclasses set the class attributes and implement what their family does differently;
     the defaults fit transformers' usual LLaVA-style nesting (`model.model.language_model`,
@@ -48,6 +58,8 @@ class ModelAdapter:
     model_class: ClassVar[str]  # transformers class with a language-modelling head
     example: ClassVar[str]  # a hub id of this family, for messages
     plan_mode: ClassVar[bool] = True  # any gridvlm plan can be fed to the model (`encode`); False: native only
+    title: ClassVar[str] = ""  # how people name the family, e.g. "Qwen2-VL" (the app's group heading)
+    checkpoints: ClassVar[tuple[Checkpoint, ...]] = ()  # real hub checkpoints, smallest first
 
     # ---- checkpoint → geometry → plans
 
