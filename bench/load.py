@@ -173,8 +173,14 @@ def part_sessions(app: App, image: str, n: int, every: int, ttl_s: int) -> dict:
     rows = []
     _, files0, _ = tree(app.temp)
     rss0 = app.rss
+    base = Path(image).read_bytes()
     for k in range(1, n + 1):
-        upload(app.client(), image)
+        # a distinct file per session (bytes after the JPEG's end marker, which decoders ignore): gradio stores
+        # uploads by content hash, so one image for every session would hide per-session files
+        mine = Path(image).with_name(f"session_{k}.jpg")
+        mine.write_bytes(base + f"session {k}".encode())
+        upload(app.client(), str(mine))
+        mine.unlink()
         if k % every == 0 or k == n:
             mb, files, empty = tree(app.temp)
             rows.append({"sessions": k, "rss_mb": app.rss, "temp_mb": mb, "temp_files": files, "empty_files": empty})
@@ -220,7 +226,9 @@ def part_probes(app: App, image: str) -> dict:
 
 
 def part_chat(app: App, image: str) -> dict:
-    model = "tiny LLaVA-NeXT (random weights — answers are meaningless, geometry is real)"
+    from gridvlm.app.chat_tab import tiny_choice
+
+    model = tiny_choice("llava-next")
     clients = [app.client() for _ in range(3)]
     for c in clients:
         upload(c, image)
