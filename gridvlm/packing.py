@@ -592,13 +592,12 @@ class LayoutComparison:
 
     def layouts(self) -> dict[str, BatchStats]:
         """Layout name -> its cost, in the order the app's table shows them."""
-        return {"NaViT, packed": self.packed, "NaViT, padded batch": self.padded,
+        return {"NaViT packing": self.packed, "NaViT, padded batch": self.padded,
                 f"{self.tiling}, padded batch": self.tiled_batch}
 
-    def explanation(self, names: Sequence[str] | None = None) -> list[str]:
-        """What the numbers mean, one sentence each: packing vs padding, what the tokens are, tiling, the order.
-        ``names`` (one per image) name the images; default ``image k``."""
-        names = list(names) if names is not None else [f"image {k}" for k in range(len(self.sizes))]
+    def explanation(self) -> list[str]:
+        """What the numbers mean, a paragraph each: packing vs padding (and why packing loses when it does), what
+        the tokens are, what tiling adds, what the order changes."""
         packed, padded, tiled = self.packed, self.padded, self.tiled_batch
         if not self.sizes or not packed.real_tokens:
             return ["There are no image tokens to pack."]

@@ -439,7 +439,7 @@ class PackView:
 
     def explanation(self) -> str:
         """Markdown: what the numbers mean, one sentence per line."""
-        return "\n\n".join(self.comparison.explanation(self.names))
+        return "\n\n".join(self.comparison.explanation())
 
     def images_markdown(self) -> str:
         """Markdown: one row per image with its tiling tokens and the NaViT grid matched to them."""
