@@ -458,16 +458,18 @@ def packing_figure(packing: Any, token_counts: Sequence[int] | None = None, name
             padding_in_legend = True
     n_seq = len(packing.sequences)
     legend_rows = math.ceil((len(placed) + 1) / 2)  # two entries a row at phone width
-    head = (f"{len(packing.items)} images → {n_seq} sequence{'s' * (n_seq != 1)} of {L:,} tokens"
+    head = (f"{len(packing.items)} images in {n_seq} sequence{'s' * (n_seq != 1)}"
             if upto is None or len(shown) == len(steps) else f"after {len(shown)} of {len(steps)} steps")
     fig.update_layout(
         barmode="overlay", uniformtext=dict(minsize=9, mode="show"),
-        title=dict(text=f"{head}<br><sup>{packing.order} order · utilisation {100 * packing.utilization:.1f}%</sup>"),
-        xaxis=dict(title="token position", range=[0, L]),
+        # short lines: the title must fit a 390-px phone
+        title=dict(text=f"{head}<br><sup>{L:,} tokens each · {packing.order} order<br>utilisation "
+                        f"{100 * packing.utilization:.1f}% · x: token position</sup>"),
+        xaxis=dict(range=[0, L]),  # its title is in the subtitle: below the axis it would collide with the legend
         yaxis=dict(type="category", categoryorder="array", categoryarray=rows, tickmode="array", tickvals=rows,
                    ticktext=rows, autorange="reversed"),
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, title_text="image"),
-        height=150 + 34 * n_seq + 22 * legend_rows, margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="image"),
+        height=170 + 34 * n_seq + 22 * legend_rows, margin=dict(l=10, r=10, t=80, b=10),
     )
     return fig
 
