@@ -425,6 +425,13 @@ def test_pack_labels_every_segment_and_says_what_the_numbers_mean(page):
     page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n",
                            arg=[labels, len(IMAGE_SETS[label].sizes)], timeout=STEP_TIMEOUT_MS)
     _shot(page, "13-pack-order-matters")
+    # The packer step by step: after 3 placements only 3 segments are drawn.
+    step = page.locator("#pack-step input[type=number]")
+    step.fill("3")
+    step.press("Enter")
+    _expect_text(page, "#pack-step-caption", f"Step 3 of {len(IMAGE_SETS[label].sizes)}")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[labels, 3],
+                           timeout=STEP_TIMEOUT_MS)
 
     # At phone width no two titles of the comparison figure overlap.
     page.set_viewport_size({"width": 390, "height": 844})
