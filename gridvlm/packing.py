@@ -17,6 +17,9 @@ Two reference details that look like bugs but are reproduced on purpose:
   budgets with the counted number (as the reference does) and lays out the kept tokens in its arrays; when the
   off-by-one overflows a sequence, the arrays grow to ``padded_len`` instead of silently dropping tokens.
 
+``compare_layouts`` puts the same images side by side packed, padded to the longest and tiled by a strategy, each
+image at (nearly) the same token count in all three — the Pack tab's and ``gridvlm pack --tiling``'s numbers.
+
 Images with zero patches (a side shorter than ``p``) stay in the packing — the reference's grouping appends them
 like any other image — with 0 tokens: they appear in ``sequences`` with ``n = 0``, own no token position in the
 arrays, and are listed in ``Packing.empty_items`` so a UI can say so.
@@ -27,9 +30,12 @@ from __future__ import annotations
 import operator
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from gridvlm.errors import PlanError
+
+if TYPE_CHECKING:
+    from gridvlm.geometry import Plan
 
 ORDERS = ("given", "first-fit-decreasing")
 """``given``: the reference's greedy in-order grouping. ``first-fit-decreasing``: largest first, each into the
@@ -563,7 +569,7 @@ class LayoutComparison:
     sizes: tuple[tuple[int, int], ...]  # (w, h) of each original image
     tiling: str  # the tiling strategy's name
     max_tokens_per_image: int | None  # the shared cap the tiling plans were fitted to; None = its defaults
-    tiled: tuple[Any, ...]  # the tiling strategy's Plan of each image
+    tiled: tuple[Plan, ...]  # the tiling strategy's plan of each image
     packing: Packing  # NaViT tokens of each image, packed in the chosen order
     other_order: Packing  # the same, packed in the other order
 
@@ -710,7 +716,7 @@ def compare_layouts(
     if max_tokens_per_image is not None:
         max_tokens_per_image = _positive_int(max_tokens_per_image, "max tokens per image")
     label = (lambda k: names[k]) if names is not None else (lambda k: f"image {k}")
-    sizes = tuple((_item_size(k, s)) for k, s in enumerate(sizes))
+    sizes = tuple(_item_size(k, s) for k, s in enumerate(sizes))
     tiled = tuple(fit_budget(s, tiling, max_tokens_per_image) if max_tokens_per_image else plan(s, tiling)
                   for s in sizes)
     grids = [resized_grid(s, patch_size, p.token_count) for s, p in zip(sizes, tiled)]

@@ -19,6 +19,7 @@ from .. import fit_budget, list_strategies, plan, strategy_info
 from ..strategies import list_families
 from ..errors import ImageError, PlanError
 from ..geometry import Plan
+from ..packing import LayoutComparison
 
 ASSETS = Path(__file__).resolve().parent / "assets"  # package data: pip install 'gridvlm[app]' ships them
 EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
@@ -426,7 +427,7 @@ class PackView:
     """What the Pack tab shows, kept in the user's gr.State for the step slider and the mask dropdown."""
 
     names: list[str]  # one per image: the file name, or "W×H" for a set of sizes
-    comparison: Any  # gridvlm.packing.LayoutComparison
+    comparison: LayoutComparison
 
     @property
     def packing(self) -> Any:
