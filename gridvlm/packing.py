@@ -633,8 +633,8 @@ class LayoutComparison:
         spends = (f"spends {share:.1%} of its view tokens on padded pixels inside its views" if share else
                   "spends no view tokens on padded pixels")
         lines.append(
-            f"{self.tiling} {spends}, and padding its batch to the longest image wastes another {1 - tiled.utilization:.1%} of the "
-            "batch."
+            f"{self.tiling} {spends}, and padding its batch to the longest image wastes another "
+            f"{1 - tiled.utilization:.1%} of the batch."
         )
         lines.append(self._order_sentence())
         return lines
