@@ -557,6 +557,42 @@ def resized_grid(size: tuple[int, int], patch_size: int, tokens: int) -> tuple[i
     return rows, cols
 
 
+FEWEST_SEQUENCES_MAX_IMAGES = 12  # exact search up to this many images (instant there; exponential beyond)
+
+
+def fewest_sequences(counts: Sequence[int], max_seq_len: int) -> int | None:
+    """The fewest sequences of ``max_seq_len`` that hold images of these token counts, found by exhaustive search
+    (bin packing, exactly); None for more than ``FEWEST_SEQUENCES_MAX_IMAGES`` images. Every count must fit."""
+    if len(counts) > FEWEST_SEQUENCES_MAX_IMAGES:
+        return None
+    items = sorted(counts, reverse=True)
+    bound = -(-sum(items) // max_seq_len)
+    best = len(items)
+
+    def place(k: int, lengths: list[int]) -> None:
+        nonlocal best
+        if len(lengths) >= best:
+            return
+        if k == len(items):
+            best = len(lengths)
+            return
+        tried = set()
+        for s, length in enumerate(lengths):
+            if length + items[k] <= max_seq_len and length not in tried:  # equal lengths are the same choice
+                tried.add(length)
+                lengths[s] += items[k]
+                place(k + 1, lengths)
+                lengths[s] -= items[k]
+                if best == bound:
+                    return
+        lengths.append(items[k])
+        place(k + 1, lengths)
+        lengths.pop()
+
+    place(0, [])
+    return best
+
+
 @dataclass(frozen=True)
 class LayoutComparison:
     """The same images three ways, each image at (nearly) the same token count in all three.
@@ -670,9 +706,17 @@ class LayoutComparison:
             return (f"Both orders need {given} sequence{'s' * (given != 1)}, the fewest possible: "
                     f"{self.packing.real_tokens:,} tokens / {self.packing.max_seq_len:,} per sequence, rounded "
                     "up — no order can do better, so the order makes no difference.")
-        return (f"Both orders need {given} sequences, more than the {bound} that {self.packing.real_tokens:,} tokens "
-                f"would fill at {self.packing.max_seq_len:,} per sequence: the images do not split into sequences "
-                "that full (no order may reach that bound).")
+        best = fewest_sequences([i.counted_tokens for i in self.packing.items], self.packing.max_seq_len)
+        over = (f"more than the {bound} that {self.packing.real_tokens:,} tokens would fill at "
+                f"{self.packing.max_seq_len:,} per sequence")
+        if best is None:
+            return (f"Both orders need {given} sequences, {over}: the images do not split into sequences that full "
+                    "(no order may reach that bound).")
+        if best == given:
+            return (f"Both orders need {given} sequences, {over}, and no order needs fewer: these sizes cannot be "
+                    "split into sequences that full, so the order makes no difference.")
+        return (f"Both orders need {given} sequences, but an order exists that needs only {best}: neither greedy rule "
+                "finds it (exact bin packing is NP-hard; the packers place each image once and never move it).")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable: the inputs, each image's tokens, each layout's cost, both orders' grouping."""

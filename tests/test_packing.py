@@ -1,6 +1,7 @@
 """gridvlm.packing: NaViT grouping against the reference vectors, and the invariants of masks and positions."""
 
 import ast
+import itertools
 import json
 import math
 import pathlib
@@ -562,3 +563,31 @@ def test_comparison_to_dict_is_json_serialisable():
     data = json.loads(json.dumps(found.to_dict()))
     assert list(data["layouts"]) == list(found.layouts())
     assert [row["navit_tokens"] for row in data["images"]] == [item.tokens for item in found.packing.items]
+
+
+from gridvlm.packing import fewest_sequences  # noqa: E402
+
+
+def _best_next_fit_over_every_order(counts, L):
+    # Any packing is next-fit of some order (list its sequences one after another), so the minimum over all
+    # orders of the reference's grouping is the true optimum.
+    return min((len(_reference_groups(list(order), L)) for order in itertools.permutations(counts)), default=0)
+
+
+@given(st.lists(st.integers(1, 40), max_size=6), st.integers(0, 40))
+def test_fewest_sequences_is_the_best_any_order_reaches(counts, extra):
+    L = max(counts, default=1) + extra
+    assert fewest_sequences(counts, L) == _best_next_fit_over_every_order(counts, L)
+
+
+def test_fewest_sequences_gives_up_beyond_its_image_limit():
+    assert fewest_sequences([1] * 13, 4) is None and fewest_sequences([1] * 12, 4) == 3
+
+
+def test_where_an_order_beats_both_packers_the_sentence_says_so():
+    counts = [4, 4, 3, 3, 3, 3]  # optimum 4+3+3 | 4+3+3; given 4+4 | 3+3+3 | 3; FFD 4+4 | 3+3+3 | 3
+    sizes = [(n * 16, 16) for n in counts]
+    found = compare_layouts(sizes, "navit", 10, patch_size=16)
+    assert [item.tokens for item in found.packing.items] == counts
+    assert len(found.packing.sequences) == len(found.other_order.sequences) == 3
+    assert "an order exists that needs only 2" in found.explanation()[-1]
