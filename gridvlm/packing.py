@@ -534,9 +534,9 @@ def _short_repr(value: Any) -> str:
 
 
 def resized_grid(size: tuple[int, int], patch_size: int, tokens: int) -> tuple[int, int]:
-    """``(rows, cols)`` of the largest patch grid of at most ``tokens`` patches with the image's aspect ratio.
+    """``(rows, cols)``: a patch grid of at most ``tokens`` patches with the image's aspect ratio.
 
-    The image is resized up or down: ``s = √(tokens / (w·h))`` patches per pixel side, ``rows = ⌊h·s⌋``,
+    The image is resized up or down (enlarged, no grid a row and a column larger fits): ``s = √(tokens / (w·h))`` patches per pixel side, ``rows = ⌊h·s⌋``,
     ``cols = ⌊w·s⌋`` (at least 1 each), then one row or column off the longer side until it fits. When the image
     has more own patches than ``tokens``, NaViT's budget rule (``plan(size, 'navit', max_tokens=tokens)``) is used
     instead, so a shrunk image gets the grid the Slice tab shows for it. ``patch_size`` only matters there.
