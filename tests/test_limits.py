@@ -94,7 +94,7 @@ def test_too_many_images_are_refused_before_reading_them():
 def test_too_many_sequences_are_refused():
     limits.configure(max_sequences=1)
     with pytest.raises(gr.Error, match="limit max_sequences"):
-        pack_tab.pack_images(None, 300, 16, 256, "given", "llava-next")
+        pack_tab.pack_images(None, 4096, 16, 0, "given", "llava-next")  # the examples: 5 sequences
 
 
 def test_mask_figure_is_drawn_from_spans_and_equals_the_pooled_mask():
