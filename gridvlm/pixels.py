@@ -21,6 +21,7 @@ Two paths share this code:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -388,8 +389,7 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[
         resized = resized[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
     if (ix0, iy0, ix1, iy1) == (0, 0, cw, ch):
         return resized
-    canvas = np.empty((ch, cw, 3), dtype=np.uint8)
-    canvas[...] = pad
+    canvas = _filled(ch, cw, pad)
     canvas[iy0:iy0 + resized.shape[0], ix0:ix0 + resized.shape[1]] = resized
     return canvas
 
@@ -420,11 +420,20 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = _resize(src, size, resample, _src_box(box, s), exact)
     if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:
         return region
-    view = np.empty((h, w, 3), dtype=np.uint8)
-    view[...] = pad
+    view = _filled(h, w, pad)
     if region is not None:
         view[cy0:cy1, cx0:cx1] = region
     return view
+
+
+def _filled(h: int, w: int, colour) -> np.ndarray:
+    """(h, w, 3) uint8 filled with `colour`, stored channel-first: `_torch_resize` returns its resizes that
+    way, and the model wants (3, h, w), so pasting them in and normalising copy whole rows. (Broadcasting
+    3 values over an (h, w, 3) array runs a 3-long inner loop: 3 ms for a 672×672 canvas, 0.1 ms like this.)"""
+    out = np.empty((3, h, w), dtype=np.uint8)
+    for c in range(3):
+        out[c] = colour[c]
+    return out.transpose(1, 2, 0)
 
 
 def _first_resized(src: Image.Image, plan: Plan, s: float, resample, first: tuple[int, int],
@@ -438,9 +447,14 @@ _BAND_MIN_PIXELS = 60_000
 
 
 def _resize(src: Image.Image, size, resample, box, exact: bool) -> np.ndarray:
-    """PIL resize of `box` (source pixels) to `size`, as (h, w, 3) uint8. The fast path lets PIL box-reduce
-    large factors first and splits large outputs into horizontal bands, one per worker; a band resizes its own
+    """PIL resize of `box` (source pixels) to `size`, as (h, w, 3) uint8. The fast path hands bilinear and
+    bicubic resizes of a whole-pixel box to torch (`_torch_resize`); the rest it lets PIL box-reduce large
+    factors first and splits large outputs into horizontal bands, one per worker; a band resizes its own
     slice of `box`, and PIL's filter reads past a box's edge, so bands join without seams."""
+    if not exact:
+        resized = _torch_resize(src, size, resample, box)
+        if resized is not None:
+            return resized
     gap = None if exact else REDUCING_GAP
     w, h = size
     bands = 1 if exact else min(_workers(), w * h // _BAND_MIN_PIXELS, h)
@@ -457,6 +471,34 @@ def _resize(src: Image.Image, size, resample, box, exact: bool) -> np.ndarray:
 
     _map(band, _split(h, bands))
     return out
+
+
+# PIL filters that torch's antialiased uint8 interpolation reproduces (same kernels: bicubic a = −0.5 as PIL,
+# support scaled with the downscale factor); measured mean |torch − PIL| ≤ 0.005/255, max 2/255, on photos.
+_TORCH_MODES = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
+
+
+def _torch_resize(src: Image.Image, size, resample, box) -> np.ndarray | None:
+    """`box` of `src` resized to `size` by torch's antialiased uint8 interpolation (vectorised, on torch's
+    threads; 4-5× PIL's resampling on this project's CPUs), as (h, w, 3) uint8 — or None where it would not be
+    PIL's resize: another filter, a box off whole pixels or outside the image, or torch not installed.
+
+    One difference remains: a box smaller than the image is cut out first, so near its edges the filter does
+    not read the pixels just outside it as PIL's would (mean 0.015/255 measured on an 800×650 box)."""
+    mode = _TORCH_MODES.get(resample)
+    if mode is None or not _torch_available():
+        return None
+    whole = tuple(int(round(v)) for v in box)
+    x0, y0, x1, y1 = whole
+    if any(abs(a - b) > 1e-6 for a, b in zip(whole, box)) or x0 < 0 or y0 < 0 or x1 > src.size[0] \
+            or y1 > src.size[1] or x1 <= x0 or y1 <= y0:
+        return None
+    torch = _torch()
+    x = _as_tensor(np.asarray(src))[y0:y1, x0:x1].permute(2, 0, 1)[None]  # (1, 3, h, w), channels last
+    y = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode=mode, antialias=True,
+                                        align_corners=False)  # (1, 3, h, w) uint8, contiguous
+    # Handed on channel-first, as torch made it (see `_filled`): making it (h, w, 3) again costs ~1 ns/byte.
+    return y[0].permute(1, 2, 0).numpy()  # (h, w, 3) view of (3, h, w) memory
 
 
 def _src_box(box, s: float) -> tuple[float, float, float, float]:
@@ -627,6 +669,14 @@ def _as_tensor(array: np.ndarray) -> "torch.Tensor":
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@functools.cache
+def _torch_available() -> bool:
+    """Whether torch can be imported (views() works without it, on PIL alone)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _torch():
