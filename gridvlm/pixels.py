@@ -201,7 +201,7 @@ def qwen_pixel_values(source: ImageSource, plan: Plan, mean=None, std=None,
     src = _decode(source, plan, draft=_draft_factor(plan))
     if src.size == (w, h):  # the view is the decoded image itself: read it band by band, never copied whole
         def rows_of(y0: int, y1: int) -> np.ndarray:
-            return np.asarray(src.crop((0, y0, w, y1)))
+            return _rgb_array(src, y0, y1)
     else:
         view = _render(src, plan, exact=False)[0]  # (h, w, 3) uint8
         del src
@@ -379,7 +379,7 @@ def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, cw), min(y1, ch)
     if size == tuple(plan.image_size) and s == 1.0:
         # Not resized at all (fixed-grid resize=False): crop first so no full-size copy is made.
-        resized = np.asarray(src.crop((ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0)))
+        resized = _cut(src, (ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
     else:
         if first is not None:
             resized = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample,
@@ -409,7 +409,7 @@ def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad,
         region = None
     elif s == 1.0 and all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == size:
         # Same size: a crop (NaViT), or the image itself (Qwen2-VL at native size), never a resample.
-        region = np.asarray(src if size == src.size else src.crop(tuple(int(v) for v in box)))
+        region = _cut(src, tuple(int(v) for v in box))
     elif first is not None:
         region = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample, (0, 0, *first), exact)
     elif crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
@@ -494,11 +494,34 @@ def _torch_resize(src: Image.Image, size, resample, box) -> np.ndarray | None:
             or y1 > src.size[1] or x1 <= x0 or y1 <= y0:
         return None
     torch = _torch()
-    x = _as_tensor(np.asarray(src))[y0:y1, x0:x1].permute(2, 0, 1)[None]  # (1, 3, h, w), channels last
+    x = _as_tensor(_rgb_array(src, y0, y1))[:, x0:x1].permute(2, 0, 1)[None]  # (1, 3, h, w), channels last
     y = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode=mode, antialias=True,
                                         align_corners=False)  # (1, 3, h, w) uint8, contiguous
     # Handed on channel-first, as torch made it (see `_filled`): making it (h, w, 3) again costs ~1 ns/byte.
     return y[0].permute(1, 2, 0).numpy()  # (h, w, 3) view of (3, h, w) memory
+
+
+def _rgb_array(image: Image.Image, y0: int = 0, y1: int | None = None) -> np.ndarray:
+    """Rows y0..y1 of an RGB image as a (rows, w, 3) uint8 copy (read-only), in one call of PIL's raw encoder
+    into a buffer that holds them all. `np.asarray(image)` goes through `tobytes()`, which encodes 64 KiB at
+    a time and joins the pieces: measured 2-3× slower (4.5 ms against 1.6 ms for 2560×1600, 100 against
+    45 ms for 5120×2880, on the busy 2-core machine)."""
+    w = image.size[0]
+    y1 = image.size[1] if y1 is None else y1
+    encoder = Image._getencoder("RGB", "raw", ("RGB", 0, 1))
+    encoder.setimage(image.im, (0, y0, w, y1))
+    _, status, data = encoder.encode(w * (y1 - y0) * 3)
+    if status != 1:  # it did not all fit (never seen): the ordinary way
+        return np.asarray(image.crop((0, y0, w, y1)))
+    return np.frombuffer(data, dtype=np.uint8).reshape(y1 - y0, w, 3)
+
+
+def _cut(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
+    """`image.crop(box)` as (h, w, 3) uint8, copying only the box's rows where the box lies inside."""
+    x0, y0, x1, y1 = box
+    if 0 <= x0 < x1 <= image.size[0] and 0 <= y0 < y1 <= image.size[1]:
+        return _rgb_array(image, y0, y1)[:, x0:x1]
+    return np.asarray(image.crop(box))
 
 
 def _src_box(box, s: float) -> tuple[float, float, float, float]:
