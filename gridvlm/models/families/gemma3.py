@@ -222,6 +222,7 @@ class Gemma3Adapter(ModelAdapter):
     def make_tiny(self, directory: Path, seed: int) -> None:
         """SigLIP 896/14 (no head) + Gemma 3 text (a sliding-window and a full-attention layer; the window of 128
         is shorter than a one-image prompt), 256 tokens per view, Gemma's special tokens and chat template."""
+        import torch
         from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig, \
             SiglipVisionConfig
         from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
@@ -250,7 +251,10 @@ class Gemma3Adapter(ModelAdapter):
                                                   image_std=SIGLIP_STD)
         processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=256,
                                     chat_template=GEMMA3_TEMPLATE)
-        save_tiny(directory, Gemma3ForConditionalGeneration(config), processor, tokenizer)
+        model = Gemma3ForConditionalGeneration(config)
+        with torch.no_grad():  # transformers initialises the projection to zeros: every image would read as 0
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.2)
+        save_tiny(directory, model, processor, tokenizer)
         name_processor_class(directory / "processor_config.json", "Gemma3Processor")
 
 
