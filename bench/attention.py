@@ -2,6 +2,7 @@
 
     python bench/attention.py [--repeats N] [--new-tokens N] [--image WxH] [--out bench/results/attention.json]
     python bench/attention.py --real-size      # a 7B-shaped random-weight LLaVA-NeXT, CUDA only
+    python bench/attention.py --family gemma3 --out bench/results/attention_gemma3.json   # native-only family
 
 Three passes over the same finished reply (prompt with its visual positions + the generated answer):
 - generation: `model.generate` of the answer from the prompt (SDPA, KV cache): what a chat turn costs anyway;
@@ -93,18 +94,35 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
         return A.llm_attention(model, embeds, visual, rows, layers=None, heads="mean")
 
     def eager():
-        before = lm.config._attn_implementation
-        lm.set_attn_implementation("eager")
-        try:
-            with torch.inference_mode():
-                return lm(inputs_embeds=embeds, output_attentions=True, use_cache=False).attentions
-        finally:
-            lm.set_attn_implementation(before)
+        return _eager(lm, lambda: lm(inputs_embeds=embeds, output_attentions=True, use_cache=False))
 
     def generate():
         with torch.inference_mode():
             return model.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
 
+    row = _passes(plain, capture, eager, generate, device, repeats)
+    cfg = lm.config
+    return {
+        "sequence": seq, "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": n_new,
+        "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
+        "hidden": cfg.hidden_size, "dtype": str(embeds.dtype).removeprefix("torch."), **row,
+    }
+
+
+def _eager(lm, forward):
+    """The attentions of `forward()` run with the language model under eager attention (under SDPA transformers
+    returns none), its implementation restored afterwards."""
+    before = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode():
+            return forward().attentions
+    finally:
+        lm.set_attn_implementation(before)
+
+
+def _passes(plain, capture, eager, generate, device: str, repeats: int) -> dict:
+    """Memory and time of the passes (each a callable): capture returns the array, eager the attentions."""
     # memory first, in this order (CPU: ru_maxrss only grows); each pass once before, as the allocator warms up
     plain()
     capture()
@@ -124,11 +142,7 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
     t_cap, _ = _timed(capture, device, repeats)
     t_eager, attentions = _timed(eager, device, max(1, repeats // 2))
     del attentions
-    cfg = lm.config
     return {
-        "sequence": seq, "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": n_new,
-        "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
-        "hidden": cfg.hidden_size, "dtype": str(embeds.dtype).removeprefix("torch."),
         "generation_s": t_gen, "capture_s": t_cap, "output_attentions_s": t_eager,
         "capture_over_generation": t_cap / t_gen, "output_attentions_over_generation": t_eager / t_gen,
         "plain_forward_extra_bytes": plain_extra, "capture_extra_bytes": capture_extra,
@@ -158,6 +172,51 @@ def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int) -> dic
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats)
     return {"case": f"tiny LLaVA-NeXT (CLIP 32×2, Mistral 64×2), {w}×{h} image", "device": "cpu", **row}
+
+
+def native_case(family: str, image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
+    """A native-only family's tiny checkpoint (Gemma 3 …): the processor's inputs, generation of the answer, then
+    the finished reply's rebuilt inputs (`native_inputs`) through the whole model (its own masks and positions)."""
+    from PIL import Image
+
+    from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm = load_vlm(make_tiny_vlm(Path(tmp) / family, family), device="cpu")
+        model, lm = vlm.model, vlm.family.language_model(vlm.model)
+        rng = np.random.default_rng(0)
+        w, h = image_size
+        image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
+        prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture? Describe it.")
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        visual = np.asarray(prepared.visual_positions)
+        answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
+        ids = torch.cat((prepared.input_ids[0], answer)).tolist()
+        inputs = vlm.family.native_inputs(vlm, image, ids)
+        rows = np.concatenate((np.arange(visual[-1] + 1, prepared.prompt_tokens),
+                               A.writer_rows(prepared.prompt_tokens, new_tokens)))
+
+        def plain():
+            with torch.inference_mode():
+                return model(**inputs, use_cache=False).logits
+
+        def capture():
+            return A.llm_attention(vlm, inputs, visual, rows, layers=None, heads="mean")
+
+        def eager():
+            return _eager(lm, lambda: model(**inputs, output_attentions=True, use_cache=False))
+
+        def generate():
+            with torch.inference_mode():
+                return model.generate(**prepared.kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                      do_sample=False)
+
+        row = _passes(plain, capture, eager, generate, "cpu", repeats)
+        cfg = lm.config
+    return {"case": f"tiny {family} (native inputs, whole model), {w}×{h} image", "device": "cpu",
+            "sequence": len(ids), "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": new_tokens,
+            "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
+            "hidden": cfg.hidden_size, "dtype": str(model.dtype).removeprefix("torch."), **row}
 
 
 def shaped_model(shape: str, device: str, dtype):
@@ -242,11 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="1000x1000", help="WxH; 1000x1000 gives 2928 visual tokens")
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
+    parser.add_argument("--family", help="a native-only family's tiny checkpoint (e.g. gemma3) instead of the "
+                                         "tiny LLaVA-NeXT; write to a family-suffixed --out")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
 
-    rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
+    if args.family:
+        rows = [native_case(args.family, (w, h), args.new_tokens, args.repeats)]
+    else:
+        rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
     if args.shaped_small:
         rows.append(shaped_case("small", "cpu", rows[0]["visual_positions"], args.new_tokens, args.repeats))
     if args.real_size:

@@ -52,13 +52,21 @@ def _attention_outputs(vlm) -> list[torch.nn.Linear]:
 
 @contextlib.contextmanager
 def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> Iterator[None]:
-    """For the block: the model in float64 (so gradient ratios are exact to ~1e-12, not float32's ~1e-4) with the
-    vision tower's attention output projections zeroed; afterwards its weights and dtype as before (float32
+    """For the block: the model in float64 (so gradient ratios are exact to ~1e-12, not float32's ~1e-4; a float64
+    tensor's `.float()` stays float64, for norms that upcast) with the vision tower's attention output projections
+    zeroed; afterwards its weights and dtype as before (float32
     values survive the round trip through float64 unchanged)."""
     dtype = vlm.model.dtype
     modules = list(modules) if modules is not None else _attention_outputs(vlm)
     saved = [(m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone()) for m in modules]
+    to_float = torch.Tensor.float
+
+    def keep_float64(tensor, *args, **kwargs):  # Gemma's RMSNorm computes in x.float(): float32 ratios are inexact
+        return tensor if tensor.dtype == torch.float64 and not args and not kwargs else to_float(tensor, *args,
+                                                                                                   **kwargs)
+
     try:
+        torch.Tensor.float = keep_float64
         vlm.model.to(torch.float64)
         with torch.no_grad():
             for m in modules:
@@ -67,6 +75,7 @@ def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> I
                     m.bias.zero_()
         yield
     finally:
+        torch.Tensor.float = to_float
         vlm.model.to(dtype)
         with torch.no_grad():
             for m, (w, b) in zip(modules, saved):

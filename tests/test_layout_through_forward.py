@@ -36,10 +36,17 @@ def views_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
     return list(per_view[:, 0])
 
 
+def views_stack(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(views, 3, H, W) pixel_values (Gemma 3: the whole image, then its Pan & Scan crops): one (H, W) map per view."""
+    assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
+    return list(owner[:, 0])
+
+
 # family → reads the owner array of pixel_values as one (H, W) map per view, in the processor's view order
 PIXEL_GRIDS = {
     "llava-next": views_batch,
     "llava-onevision": views_batch,
+    "gemma3": views_stack,
 }
 
 SIZES = [(640, 480), (1000, 300), (300, 900)]

@@ -242,7 +242,7 @@ def test_adapters_are_discovered_and_name_their_strategy():
         seen |= set(adapter.model_types)
     with pytest.raises(ModelError, match="no model family 'nope'"):
         get_adapter("nope")
-    with pytest.raises(ModelError, match="make_tiny_vlm builds 'llava-next'"):
+    with pytest.raises(ModelError, match="make_tiny_vlm builds .*'llava-next'"):
         make_tiny_vlm("unused", "nope")
 
 
@@ -266,8 +266,10 @@ def test_spellings_of_one_directory_are_one_model(vlms, tiny_dirs, family, monke
 
     directory = tiny_dirs[family]
     monkeypatch.chdir(directory.parent)
+    # the fixture's copy may have left the cache (it keeps limits.max_models models, fewer than the families)
+    loaded = load_vlm(directory, device="cpu")
     for spelling in (str(directory), f"{directory}/", directory.name, f"{directory.name}/", f"./{directory.name}"):
-        assert load_vlm(spelling, device="cpu") is vlms[family], spelling
+        assert load_vlm(spelling, device="cpu") is loaded, spelling
         assert is_loaded(spelling)
     assert not is_loaded(f"./{directory.name}", quantization="4bit")
 
@@ -288,7 +290,7 @@ def test_unsupported_family(tmp_path):
     from transformers import Qwen2VLConfig
 
     Qwen2VLConfig().save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="qwen2_vl model; gridvlm.models runs llava-next"):
+    with pytest.raises(ModelError, match="qwen2_vl model; gridvlm.models runs .*llava-next"):
         load_vlm(tmp_path, device="cpu")
 
 

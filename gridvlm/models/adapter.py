@@ -160,6 +160,23 @@ class ModelAdapter:
         """The token the chat template writes for an image, which the processor expands into the visual span."""
         return vlm.image_token_id
 
+    def processor_kwargs(self, geometry: Any) -> dict[str, Any]:
+        """Keyword arguments gridvlm passes to the checkpoint's processor call in native mode (settings the
+        processor does not take from the checkpoint's files by itself, e.g. Gemma 3's Pan & Scan)."""
+        return {}
+
+    def native_positions(self, vlm: VLM, prompt: str, expanded_ids: Sequence[int],
+                         plan: Plan) -> tuple[int, ...] | None:
+        """Where the visual positions sit in the processor's `expanded_ids`, for families whose expansion also
+        writes text that merges with the prompt's neighbouring tokens (Gemma 3's "\\n\\n"); None: the generic
+        rule of `native_visual_span` (every position written in place of the placeholder)."""
+        return None
+
+    def native_prompt_tokens(self, vlm: VLM, prompt: str, plan: Plan) -> int | None:
+        """Prompt tokens of a native turn whose chat-template text is `prompt`, for families that override
+        `native_positions`; None: template tokens − 1 placeholder + the layout's positions."""
+        return None
+
     def native_inputs(self, vlm: VLM, image: Image.Image, input_ids: Sequence[int]) -> dict[str, Any]:
         """Model inputs for an already expanded sequence (prompt + answer ids, as a reply record keeps them):
         the processor's image outputs for `image` beside `input_ids` and an all-ones attention mask, on the
