@@ -260,7 +260,7 @@ def test_windowed_layers_are_named_in_the_notes(vlms):
     geo = vlms["qwen2.5-vl"].geometry
     notes = vlms["qwen2.5-vl"].family.vision_attention_notes(geo, [0])
     assert "112×112-px windows" in notes[0] and "[1]" in notes[0] and "layers [0] are windowed" in notes[1]
-    assert len(vlms["qwen2.5-vl"].family.vision_attention_notes(geo, [1])) == 1
+    assert len(vlms["qwen2.5-vl"].family.vision_attention_notes(geo, range(1, 2))) == 1  # layer 1: full attention
     assert "deepstack" in vlms["qwen3-vl"].family.vision_attention_notes(vlms["qwen3-vl"].geometry, None)[-1]
 
 

@@ -148,7 +148,8 @@ class ModelAdapter:
         return batched_views_attention(vlm, image, plan, layers, heads)
 
     def vision_attention_notes(self, geometry: Any, layers: Any) -> tuple[str, ...]:
-        """What the vision-encoder map of `layers` (None: the default) shows, for the UI (e.g. windowed blocks)."""
+        """What the vision-encoder map of `layers` (encoder layer indices averaged, e.g. range(first, last + 1);
+        None: the default layer) shows, for the UI (e.g. windowed attention blocks)."""
         return ()
 
     def text_queries_keys(self, module: Any, hidden: Any, rows: Any, position_embeddings: Any) -> tuple[Any, Any]:

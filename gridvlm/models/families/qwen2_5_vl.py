@@ -38,12 +38,9 @@ class Qwen2_5VLAdapter(QwenVLAdapter):
         return processor_order[window_index.numpy()[i // unit] * unit + i % unit]
 
     def vision_attention_notes(self, geometry: QwenGeometry, layers: Any) -> tuple[str, ...]:
-        from ...attention.capture import resolve_layers
-
         side = geometry.window_size // geometry.cell * geometry.cell
-        picked = resolve_layers(layers, max(max(geometry.full_attention_layers, default=0) + 1, 1)) \
-            if layers is not None else []
-        windowed = [i for i in picked if i not in geometry.full_attention_layers]
+        picked = [] if layers is None else [int(layers)] if isinstance(layers, int) else [int(i) for i in layers]
+        windowed = [i for i in picked if i >= 0 and i not in geometry.full_attention_layers]
         notes = [f"Qwen2.5-VL's encoder attends within {side}×{side}-px windows of the resized image in every layer "
                  f"but {list(geometry.full_attention_layers)}: in a windowed layer each patch's value is the mean "
                  "attention it receives from its own window (every window sums to 1)"]
