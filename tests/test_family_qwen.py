@@ -208,8 +208,11 @@ def eager_tower_weights(vlm, image, monkeypatch):
 
     monkeypatch.setattr(module, "eager_attention_forward", recording)
     seen = {}
+    def first_block_input(module, args, kwargs):
+        seen["first"] = kwargs.get("hidden_states", args[0] if args else None)
+
     hooks = [tower.patch_embed.register_forward_hook(lambda m, a, out: seen.__setitem__("embedded", out)),
-             blocks[0].register_forward_pre_hook(lambda m, a, k: seen.__setitem__("first", k.get("hidden_states", a[0] if a else None)), with_kwargs=True)]
+             blocks[0].register_forward_pre_hook(first_block_input, with_kwargs=True)]
     inputs = vlm.processor.image_processor(images=image, return_tensors="pt")
     before = tower.config._attn_implementation
     tower.set_attn_implementation("eager")

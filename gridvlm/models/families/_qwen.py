@@ -77,13 +77,15 @@ class QwenGeometry:
 
     def describe(self) -> str:
         c = self.cell
-        text = (f"native resolution: resized to multiples of {c} px within {self.min_pixels:,}…{self.max_pixels:,} "
-                f"pixels, patch {self.patch_size}, {self.merge_size}×{self.merge_size} merge → one token per {c}×{c}")
+        m = self.merge_size
+        text = (f"native resolution: resized to multiples of {c} px within {self.min_pixels:,}…"
+                f"{self.max_pixels:,} pixels, patch {self.patch_size}, {m}×{m} merge → one token per {c}×{c}")
         if self.window_size:
-            text += f"; encoder attention in {self.window_size}-px windows but layers {list(self.full_attention_layers)}"
+            text += (f"; encoder attention in {self.window_size}-px windows but layers "
+                     f"{list(self.full_attention_layers)}")
         if self.deepstack_layers:
-            text += (f"; deepstack: features of vision layers {list(self.deepstack_layers)} are added to the first "
-                     f"{len(self.deepstack_layers)} LLM layers at the same image positions")
+            text += (f"; deepstack: features of vision layers {list(self.deepstack_layers)} are added to the "
+                     f"first {len(self.deepstack_layers)} LLM layers at the same image positions")
         return text
 
 
@@ -337,7 +339,6 @@ def qwen_tokenizer():
 
 def token_ids(tokenizer) -> dict[str, int]:
     """The special-token ids a Qwen-VL config names."""
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in
-           (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    return ids
+    return {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in
+            (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+             ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
