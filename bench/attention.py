@@ -2,7 +2,6 @@
 
     python bench/attention.py [--repeats N] [--new-tokens N] [--image WxH] [--out bench/results/attention.json]
     python bench/attention.py --real-size      # a 7B-shaped random-weight LLaVA-NeXT, CUDA only
-    python bench/attention.py --family gemma3 --out bench/results/attention_gemma3.json   # native-only family
 
 Three passes over the same finished reply (prompt with its visual positions + the generated answer):
 - generation: `model.generate` of the answer from the prompt (SDPA, KV cache): what a chat turn costs anyway;
@@ -75,54 +74,51 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, object]:
 
 
 def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.ndarray, question: np.ndarray,
-            device: str, repeats: int) -> dict:
-    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask)."""
+            device: str, repeats: int, native: tuple | None = None) -> dict:
+    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask).
+
+    `native`: (vlm, model inputs of the whole finished sequence) for families that see only their own slicing
+    (Qwen-VL: M-RoPE positions, token types): every pass then runs the whole model on those inputs, as the
+    Chat tab's capture does; else only the language model runs on the spliced inputs_embeds."""
     lm = model.model.language_model
     n_new = len(answer_ids)
-    with torch.inference_mode():
-        answer_embeds = model.get_input_embeddings()(answer_ids.to(device))[None]
-    embeds = torch.cat((prompt_kwargs["inputs_embeds"], answer_embeds), dim=1)  # (1, S, D)
-    prompt_tokens = prompt_kwargs["inputs_embeds"].shape[1]
+    if native is None:
+        with torch.inference_mode():
+            answer_embeds = model.get_input_embeddings()(answer_ids.to(device))[None]
+        embeds = torch.cat((prompt_kwargs["inputs_embeds"], answer_embeds), dim=1)  # (1, S, D)
+        prompt_tokens = prompt_kwargs["inputs_embeds"].shape[1]
+        source, run = embeds, (lambda **kw: lm(inputs_embeds=embeds, use_cache=False, **kw))
+    else:
+        vlm, inputs = native
+        embeds = inputs["pixel_values"]  # for the dtype in the report
+        prompt_tokens = prompt_kwargs["input_ids"].shape[1]
+        hf_model = model
+        source, run = inputs, (lambda **kw: hf_model(**inputs, use_cache=False, **kw))
+        model = vlm  # the capture reads the family's attention modules through the VLM
     rows = np.concatenate((question, A.writer_rows(prompt_tokens, n_new)))
-    seq = embeds.shape[1]
+    seq = prompt_tokens + n_new
 
     def plain():
         with torch.inference_mode():
-            return lm(inputs_embeds=embeds, use_cache=False).last_hidden_state
+            return run()
 
     def capture():
-        return A.llm_attention(model, embeds, visual, rows, layers=None, heads="mean")
+        return A.llm_attention(model, source, visual, rows, layers=None, heads="mean")
 
     def eager():
-        return _eager(lm, lambda: lm(inputs_embeds=embeds, output_attentions=True, use_cache=False))
+        before = lm.config._attn_implementation
+        lm.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                return run(output_attentions=True).attentions
+        finally:
+            lm.set_attn_implementation(before)
 
     def generate():
         with torch.inference_mode():
-            return model.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+            generator = model.model if native is not None else model
+            return generator.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
 
-    row = _passes(plain, capture, eager, generate, device, repeats)
-    cfg = lm.config
-    return {
-        "sequence": seq, "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": n_new,
-        "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
-        "hidden": cfg.hidden_size, "dtype": str(embeds.dtype).removeprefix("torch."), **row,
-    }
-
-
-def _eager(lm, forward):
-    """The attentions of `forward()` run with the language model under eager attention (under SDPA transformers
-    returns none), its implementation restored afterwards."""
-    before = lm.config._attn_implementation
-    lm.set_attn_implementation("eager")
-    try:
-        with torch.inference_mode():
-            return forward().attentions
-    finally:
-        lm.set_attn_implementation(before)
-
-
-def _passes(plain, capture, eager, generate, device: str, repeats: int) -> dict:
-    """Memory and time of the passes (each a callable): capture returns the array, eager the attentions."""
     # memory first, in this order (CPU: ru_maxrss only grows); each pass once before, as the allocator warms up
     plain()
     capture()
@@ -142,7 +138,11 @@ def _passes(plain, capture, eager, generate, device: str, repeats: int) -> dict:
     t_cap, _ = _timed(capture, device, repeats)
     t_eager, attentions = _timed(eager, device, max(1, repeats // 2))
     del attentions
+    cfg = lm.config
     return {
+        "sequence": seq, "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": n_new,
+        "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
+        "hidden": cfg.hidden_size, "dtype": str(embeds.dtype).removeprefix("torch."),
         "generation_s": t_gen, "capture_s": t_cap, "output_attentions_s": t_eager,
         "capture_over_generation": t_cap / t_gen, "output_attentions_over_generation": t_eager / t_gen,
         "plain_forward_extra_bytes": plain_extra, "capture_extra_bytes": capture_extra,
@@ -175,48 +175,25 @@ def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int) -> dic
 
 
 def native_case(family: str, image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
-    """A native-only family's tiny checkpoint (Gemma 3 …): the processor's inputs, generation of the answer, then
-    the finished reply's rebuilt inputs (`native_inputs`) through the whole model (its own masks and positions)."""
+    """A native-only family's chat path on its tiny checkpoint (CPU): the processor's inputs, the whole model."""
     from PIL import Image
 
     from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
         vlm = load_vlm(make_tiny_vlm(Path(tmp) / family, family), device="cpu")
-        model, lm = vlm.model, vlm.family.language_model(vlm.model)
         rng = np.random.default_rng(0)
         w, h = image_size
         image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
         prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture? Describe it.")
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         visual = np.asarray(prepared.visual_positions)
+        question = np.arange(visual[-1] + 1, prepared.prompt_tokens)
         answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
-        ids = torch.cat((prepared.input_ids[0], answer)).tolist()
+        ids = prepared.input_ids[0].tolist() + answer.tolist()
         inputs = vlm.family.native_inputs(vlm, image, ids)
-        rows = np.concatenate((np.arange(visual[-1] + 1, prepared.prompt_tokens),
-                               A.writer_rows(prepared.prompt_tokens, new_tokens)))
-
-        def plain():
-            with torch.inference_mode():
-                return model(**inputs, use_cache=False).logits
-
-        def capture():
-            return A.llm_attention(vlm, inputs, visual, rows, layers=None, heads="mean")
-
-        def eager():
-            return _eager(lm, lambda: model(**inputs, output_attentions=True, use_cache=False))
-
-        def generate():
-            with torch.inference_mode():
-                return model.generate(**prepared.kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                      do_sample=False)
-
-        row = _passes(plain, capture, eager, generate, "cpu", repeats)
-        cfg = lm.config
-    return {"case": f"tiny {family} (native inputs, whole model), {w}×{h} image", "device": "cpu",
-            "sequence": len(ids), "visual_positions": len(visual), "query_rows": len(rows), "new_tokens": new_tokens,
-            "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
-            "hidden": cfg.hidden_size, "dtype": str(model.dtype).removeprefix("torch."), **row}
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats, native=(vlm, inputs))
+    return {"case": f"tiny {family} native (whole model), {w}×{h} image", "device": "cpu", **row}
 
 
 def shaped_model(shape: str, device: str, dtype):
@@ -301,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="1000x1000", help="WxH; 1000x1000 gives 2928 visual tokens")
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
-    parser.add_argument("--family", help="a native-only family's tiny checkpoint (e.g. gemma3) instead of the "
-                                         "tiny LLaVA-NeXT; write to a family-suffixed --out")
+    parser.add_argument("--family", action="append",
+                        help="native-only family to measure on its tiny checkpoint instead of LLaVA-NeXT (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
 
     if args.family:
-        rows = [native_case(args.family, (w, h), args.new_tokens, args.repeats)]
+        rows = [native_case(f, (w, h), args.new_tokens, args.repeats) for f in args.family]
     else:
         rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
     if args.shaped_small:

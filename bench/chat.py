@@ -203,7 +203,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "runs": args.runs,
         "goal_ttft_ratio": TTFT_GOAL,
-        "goal_met": verdict == "met",
+        "goal_met": verdict == "met" if ratios else None,
         "rows": rows,
     }, indent=2) + "\n")
     print(f"wrote {out}")

@@ -50,23 +50,42 @@ def _attention_outputs(vlm) -> list[torch.nn.Linear]:
     return found
 
 
+def _float32_norms(vlm) -> list[torch.nn.Module]:
+    """LLaMA/T5-style RMSNorms before the language model (e.g. Qwen2.5-VL's vision blocks): they compute in
+    float32 whatever the model's dtype, which would spoil the float64 gradient ratios."""
+    inside_lm = {id(m) for m in vlm.family.language_model(vlm.model).modules()}
+    return [m for m in vlm.model.modules() if id(m) not in inside_lm and type(m).__name__.endswith("RMSNorm")
+            and hasattr(m, "variance_epsilon") and isinstance(getattr(m, "weight", None), torch.nn.Parameter)]
+
+
+def _rms_norm_in_own_dtype(module):
+    """The same normalisation (weight · x / √(mean x² + ε)), in the input's dtype."""
+    def forward(x):
+        return module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon))
+    return forward
+
+
 @contextlib.contextmanager
 def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> Iterator[None]:
-    """For the block: the model in float64 (so gradient ratios are exact to ~1e-12, not float32's ~1e-4; a float64
-    tensor's `.float()` stays float64, for norms that upcast) with the vision tower's attention output projections
-    zeroed; afterwards its weights and dtype as before (float32
-    values survive the round trip through float64 unchanged)."""
+    """For the block: the model in float64 (so gradient ratios are exact to ~1e-12, not float32's ~1e-4) with the
+    vision tower's attention output projections zeroed; norms that compute in float32 whatever the model's dtype
+    compute in float64 too (LLaMA-style RMSNorms before the language model are replaced; a float64 tensor's
+    `.float()` stays float64, for Gemma's norms). Afterwards the model's weights and dtype are as before (float32
+    values survive the round trip through float64 unchanged). Test-only: `.float()` is patched process-wide."""
     dtype = vlm.model.dtype
     modules = list(modules) if modules is not None else _attention_outputs(vlm)
     saved = [(m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone()) for m in modules]
+    norms = _float32_norms(vlm)
     to_float = torch.Tensor.float
 
-    def keep_float64(tensor, *args, **kwargs):  # Gemma's RMSNorm computes in x.float(): float32 ratios are inexact
+    def keep_float64(tensor, *args, **kwargs):
         return tensor if tensor.dtype == torch.float64 and not args and not kwargs else to_float(tensor, *args,
                                                                                                    **kwargs)
 
     try:
         torch.Tensor.float = keep_float64
+        for norm in norms:
+            norm.forward = _rms_norm_in_own_dtype(norm)
         vlm.model.to(torch.float64)
         with torch.no_grad():
             for m in modules:
@@ -76,6 +95,8 @@ def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> I
         yield
     finally:
         torch.Tensor.float = to_float
+        for norm in norms:
+            del norm.forward  # the class's own forward again
         vlm.model.to(dtype)
         with torch.no_grad():
             for m, (w, b) in zip(modules, saved):

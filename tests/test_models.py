@@ -96,7 +96,10 @@ def test_tiny_checkpoint_is_marked_and_loads_with_transformers(tiny_dirs, family
 def test_load_vlm_reads_geometry_and_caches(vlms, tiny_dirs, family):
     vlm = vlms[family]
     assert vlm.random_weights and "random weights" in vlm.label
-    assert load_vlm(tiny_dirs[family], device="cpu") is vlm
+    # cached: a second load is the same object (the session fixture's own may have left the LRU cache, which holds
+    # gridvlm.limits' max_models while the fixture loads every family)
+    again = load_vlm(tiny_dirs[family], device="cpu")
+    assert load_vlm(tiny_dirs[family], device="cpu") is again
     cfg = vlm.model.config
     assert vlm.geometry.grid_pinpoints == cfg.image_grid_pinpoints
     assert vlm.geometry.tile_size == cfg.vision_config.image_size
@@ -287,10 +290,10 @@ def test_unknown_id_and_missing_directory(tmp_path):
 
 
 def test_unsupported_family(tmp_path):
-    from transformers import Qwen2VLConfig
+    from transformers import GPT2Config
 
-    Qwen2VLConfig().save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="qwen2_vl model; gridvlm.models runs .*llava-next"):
+    GPT2Config().save_pretrained(tmp_path)  # a text-only model: no family reads it
+    with pytest.raises(ModelError, match="gpt2 model; gridvlm.models runs .*llava-next"):
         load_vlm(tmp_path, device="cpu")
 
 

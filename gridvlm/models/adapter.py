@@ -147,6 +147,11 @@ class ModelAdapter:
 
         return batched_views_attention(vlm, image, plan, layers, heads)
 
+    def vision_attention_notes(self, geometry: Any, layers: Any) -> tuple[str, ...]:
+        """What the vision-encoder map of `layers` (encoder layer indices averaged, e.g. range(first, last + 1);
+        None: the default layer) shows, for the UI (e.g. windowed attention blocks)."""
+        return ()
+
     def text_queries_keys(self, module: Any, hidden: Any, rows: Any, position_embeddings: Any) -> tuple[Any, Any]:
         """(queries (1, H, R, d) of the chosen rows, keys (1, KV, S, d)) of a decoder attention module, exactly as
         its forward computes them; the default reads q/k projections, q/k norms and the rotary embedding."""
