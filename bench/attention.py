@@ -74,9 +74,12 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, object]:
 
 
 def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.ndarray, question: np.ndarray,
-            device: str, repeats: int) -> dict:
-    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask)."""
-    lm = model.model.language_model
+            device: str, repeats: int, vlm=None, generate_kwargs: dict | None = None) -> dict:
+    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask).
+
+    `vlm`: a gridvlm VLM whose adapter says where the language model is (native-only families); then
+    `generate_kwargs` (the processor's inputs) is what generation starts from."""
+    lm = vlm.family.language_model(model) if vlm is not None else model.model.language_model
     n_new = len(answer_ids)
     with torch.inference_mode():
         answer_embeds = model.get_input_embeddings()(answer_ids.to(device))[None]
@@ -90,7 +93,7 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
             return lm(inputs_embeds=embeds, use_cache=False).last_hidden_state
 
     def capture():
-        return A.llm_attention(model, embeds, visual, rows, layers=None, heads="mean")
+        return A.llm_attention(vlm or model, embeds, visual, rows, layers=None, heads="mean")
 
     def eager():
         before = lm.config._attn_implementation
@@ -103,7 +106,8 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
 
     def generate():
         with torch.inference_mode():
-            return model.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+            return model.generate(**(generate_kwargs or prompt_kwargs), max_new_tokens=n_new, min_new_tokens=n_new,
+                                  do_sample=False)
 
     # memory first, in this order (CPU: ru_maxrss only grows); each pass once before, as the allocator warms up
     plain()
@@ -158,6 +162,39 @@ def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int) -> dic
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats)
     return {"case": f"tiny LLaVA-NeXT (CLIP 32×2, Mistral 64×2), {w}×{h} image", "device": "cpu", **row}
+
+
+def native_case(family: str, image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
+    """A tiny checkpoint of a family that sees only its own slicing (InternVL, Idefics3, SmolVLM …): the
+    processor's inputs of a noise image; the capture and output_attentions run on the language model's own
+    input embeddings (caught from the model's forward), generation from the processor's inputs. CPU."""
+    from PIL import Image
+
+    from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm = load_vlm(make_tiny_vlm(Path(tmp) / family, family), device="cpu")
+        rng = np.random.default_rng(0)
+        w, h = image_size
+        image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
+        prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture? Describe it.")
+        caught = {}
+        lm = vlm.family.language_model(vlm.model)
+        hook = lm.register_forward_pre_hook(lambda m, a, k: caught.setdefault("embeds", k["inputs_embeds"]),
+                                            with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                vlm.model(**prepared.kwargs, use_cache=False)
+        finally:
+            hook.remove()
+        visual = np.asarray(prepared.visual_positions)
+        question = np.arange(visual[-1] + 1, prepared.prompt_tokens)
+        answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        kwargs = {"input_ids": prepared.input_ids, "inputs_embeds": caught["embeds"]}
+        row = measure(vlm.model, kwargs, answer, visual, question, "cpu", repeats, vlm=vlm,
+                      generate_kwargs=prepared.kwargs)
+    return {"case": f"tiny {family} (native processor inputs), {w}×{h} image", "device": "cpu", **row}
 
 
 def shaped_model(shape: str, device: str, dtype):
@@ -242,11 +279,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="1000x1000", help="WxH; 1000x1000 gives 2928 visual tokens")
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
+    parser.add_argument("--family", action="append", help="a native-only family's tiny checkpoint instead of "
+                        "LLaVA-NeXT plan mode (repeatable), e.g. internvl, idefics3, smolvlm")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/attention.json "
+                        "(attention-<families>.json with --family)")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
+    if args.out is None:
+        name = f"attention-{'-'.join(args.family)}.json" if args.family else "attention.json"
+        args.out = ROOT / "bench" / "results" / name
 
-    rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
+    if args.family:
+        rows = [native_case(f, (w, h), args.new_tokens, args.repeats) for f in args.family]
+    else:
+        rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
     if args.shaped_small:
         rows.append(shaped_case("small", "cpu", rows[0]["visual_positions"], args.new_tokens, args.repeats))
     if args.real_size:
