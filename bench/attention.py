@@ -179,9 +179,11 @@ def native_case(family: str, image_size: tuple[int, int], new_tokens: int, repea
         image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
         prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture? Describe it.")
         caught = {}
-        lm = vlm.family.language_model(vlm.model)
-        hook = lm.register_forward_pre_hook(lambda m, a, k: caught.setdefault("embeds", k["inputs_embeds"]),
-                                            with_kwargs=True)
+
+        def catch(module, args, kwargs):
+            caught.setdefault("embeds", kwargs["inputs_embeds"])
+
+        hook = vlm.family.language_model(vlm.model).register_forward_pre_hook(catch, with_kwargs=True)
         try:
             with torch.inference_mode():
                 vlm.model(**prepared.kwargs, use_cache=False)
