@@ -80,7 +80,7 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
     `native`: (vlm, model inputs of the whole finished sequence) for families that see only their own slicing
     (Qwen-VL: M-RoPE positions, token types): every pass then runs the whole model on those inputs, as the
     Chat tab's capture does; else only the language model runs on the spliced inputs_embeds."""
-    lm = model.model.language_model
+    lm = native[0].family.language_model(model) if native is not None else model.model.language_model
     n_new = len(answer_ids)
     if native is None:
         with torch.inference_mode():
@@ -278,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="1000x1000", help="WxH; 1000x1000 gives 2928 visual tokens")
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
-    parser.add_argument("--family", action="append",
-                        help="native-only family to measure on its tiny checkpoint instead of LLaVA-NeXT (repeatable)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
+    parser.add_argument("--family", action="append", help="a native-only family's tiny checkpoint instead of "
+                        "LLaVA-NeXT plan mode (repeatable), e.g. internvl, idefics3, smolvlm")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/attention.json "
+                        "(attention-<families>.json with --family)")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
+    if args.out is None:
+        name = f"attention-{'-'.join(args.family)}.json" if args.family else "attention.json"
+        args.out = ROOT / "bench" / "results" / name
 
     if args.family:
         rows = [native_case(f, (w, h), args.new_tokens, args.repeats) for f in args.family]

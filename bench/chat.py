@@ -153,10 +153,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--image", default=str(IMAGE))
-    parser.add_argument("--family", action="append",
-                        help="tiny checkpoint family (repeatable); default: llava-next and llava-onevision")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--family", action="append", help="tiny checkpoint of this family (repeatable); "
+                        "native-only families get native TTFT alone")
+    parser.add_argument("--out", default=None, help="default bench/results/chat.json (chat-<families>.json with "
+                        "--family)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = str(RESULTS.with_name(f"chat-{'-'.join(args.family)}.json") if args.family else RESULTS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if not args.model else os.environ.get("HF_HUB_OFFLINE", "0"))
 
     import torch

@@ -30,16 +30,18 @@ import model_probe as probe  # noqa: E402
 
 
 def views_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
-    """(1, views, 3, H, W) pixel_values (LLaVA-NeXT / OneVision anyres): one (H, W) owner map per view."""
-    per_view = owner[0]  # (views, 3, H, W)
-    assert (per_view == per_view[:, :1]).all(), "the three channels of a pixel feed different positions"
-    return list(per_view[:, 0])
+    """(1, views, 3, H, W) pixel_values (LLaVA-NeXT / OneVision anyres; Idefics3 / SmolVLM: the tiles row by row,
+    then the global view): one (H, W) owner map per view."""
+    return views_stack(owner[0], inputs)
 
 
 def views_stack(owner: np.ndarray, inputs) -> list[np.ndarray]:
-    """(views, 3, H, W) pixel_values (Gemma 3: the whole image, then its Pan & Scan crops): one (H, W) map per view."""
+    """(views, 3, H, W) pixel_values (InternVL: the tiles row by row, then the thumbnail; Gemma 3: the whole image,
+    then its Pan & Scan crops): one (H, W) map per view."""
     assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
     return list(owner[:, 0])
+
+
 def flattened_patches(owner: np.ndarray, inputs) -> list[np.ndarray]:
     """(patches, 3 · T · p · p) pixel_values of the Qwen-VL processors (one image): one (H, W) owner map of the
     resized image. Which element holds which pixel is read from the processor itself: a colour-coded image
@@ -78,6 +80,9 @@ PIXEL_GRIDS = {
     "qwen2-vl": flattened_patches,
     "qwen2.5-vl": flattened_patches,
     "qwen3-vl": flattened_patches,
+    "internvl": views_stack,
+    "idefics3": views_batch,
+    "smolvlm": views_batch,
 }
 
 SIZES = [(640, 480), (1000, 300), (300, 900)]

@@ -40,7 +40,12 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vlms(tiny_dirs):
-    return {fam: load_vlm(tiny_dirs[fam], device="cpu") for fam in FAMILIES}
+    from gridvlm import limits
+
+    before = limits.active()
+    limits.configure(max_models=max(before.max_models, len(FAMILIES)))  # every family stays cached (identity checks)
+    yield {fam: load_vlm(tiny_dirs[fam], device="cpu") for fam in FAMILIES}
+    limits.configure(before)
 
 
 def noise_image(w: int, h: int, seed: int = 0):

@@ -68,6 +68,12 @@ class ModelAdapter:
         `describe()`), read from its config and image processor; ModelError when they disagree."""
         raise NotImplementedError
 
+    def processor_geometry(self, config: Any, processor: Any) -> Any:
+        """The geometry as `load_vlm` reads it: from the config and the whole processor, for families whose visual
+        span also depends on the tokenizer (how it splits the markers the processor writes); by default
+        `read_geometry(config, processor.image_processor)`."""
+        return self.read_geometry(config, processor.image_processor)
+
     def native_plan(self, geometry: Any, image_or_size: Any) -> Plan:
         """The gridvlm plan of the model's own processing of an image."""
         from .. import plan
