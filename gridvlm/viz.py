@@ -25,8 +25,12 @@ from gridvlm.geometry import Box, Plan, Tile, area
 from gridvlm.imaging import as_pil_image
 
 PALETTE = qualitative.Dark24 + qualitative.Light24
+# Tile outlines: greens, blues and purples only (hues 100°-300°), so that no tile reads as a seam of the warm
+# seam scale below (hues 340°-60°).
+TILE_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#3949ab", "#00897b", "#8e24aa", "#0277bd",
+                "#43a047", "#5e35b1", "#00acc1", "#283593")
 PADDING_FILL = "rgba(120, 120, 120, 0.22)"
-SEAM_COLORSCALE = "Turbo"  # dark blue (cuts nothing) to dark red (cuts text/edges)
+SEAM_COLORSCALE = "YlOrRd"  # pale yellow (cuts nothing) to dark red (cuts text/edges)
 SEAM_CMAX = 3.0  # seam energy at the top of the colour scale (3× the image's mean gradient)
 
 
@@ -115,8 +119,24 @@ def _hover_text(view: Tile, label: str) -> str:
     )
 
 
-def _tile_label(tile: Tile) -> str:
-    return f"{tile.row},{tile.col} · {tile.token_count} tok"
+# A label needs about this share of the image's long side (the overlay draws that side at ~600-900 px).
+FULL_LABEL_SHARE = (0.12, 0.03)  # (width, height): "r,c · N tok"
+SHORT_LABEL_SHARE = (0.05, 0.025)  # "r,c"
+
+
+def tile_label(tile: Tile, image_size: tuple[int, int] | None = None) -> str:
+    """The label drawn in a tile's corner: ``"r,c · N tok"``, shortened to ``"r,c"`` and then left out ("") on
+    tiles too small to hold it beside their neighbours' labels (`image_size` given; None: always the full label)."""
+    full = f"{tile.row},{tile.col} · {tile.token_count} tok"
+    if image_size is None:
+        return full
+    side = max(image_size) or 1
+    share = ((tile.box[2] - tile.box[0]) / side, (tile.box[3] - tile.box[1]) / side)
+    if share[0] >= FULL_LABEL_SHARE[0] and share[1] >= FULL_LABEL_SHARE[1]:
+        return full
+    if share[0] >= SHORT_LABEL_SHARE[0] and share[1] >= SHORT_LABEL_SHARE[1]:
+        return f"{tile.row},{tile.col}"
+    return ""
 
 
 class _Overlay:
@@ -184,12 +204,13 @@ def _add_overlay(
 
     line_width = 2 if len(plan.tiles) <= 16 else 1
     for k, tile in enumerate(plan.tiles):
-        color = PALETTE[k % len(PALETTE)]
+        color = TILE_PALETTE[k % len(TILE_PALETTE)]
         x0, y0, x1, y1 = tile.box
         name = f"tile {tile.row},{tile.col}"
         out.shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name=name, line=dict(color=color, width=line_width))
-        if labels:
-            out.annotation(x=x0, y=y0, text=_tile_label(tile), name=name, showarrow=False, xanchor="left",
+        label = tile_label(tile, plan.image_size) if labels else ""
+        if label:
+            out.annotation(x=x0, y=y0, text=label, name=name, showarrow=False, xanchor="left",
                            yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
                            borderpad=1)
         out.trace(dict(
@@ -314,7 +335,8 @@ def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bo
                 show_windows: bool = False) -> go.Figure:
     """The plan drawn over the image (or over a grey rectangle of the image's size when `image` is None).
 
-    Tiles are coloured rectangles labelled ``"r,c · N tok"`` with a hover box (box, input size, scale, padding,
+    Tiles are coloured rectangles labelled ``"r,c · N tok"`` (shorter or none on dense grids, `tile_label`) with a
+    hover box (box, input size, scale, padding,
     tokens); padded input beyond the image is grey; the global view is a dashed outline around the image;
     `seams` (a ``SeamReport`` or its segments) are lines coloured by energy; `show_windows` draws the encoder's
     attention windows (`Plan.windows`, Qwen2.5-VL: a window edge is a boundary of its own); a strategy with a
@@ -401,9 +423,12 @@ def token_breakdown_figure(plan: Plan) -> go.Figure:
         ]
     )
     total = plan.token_count + plan.text_tokens
+    # The legend sits at the bottom of the figure (container coordinates), below the axis title and clear of it:
+    # placed relative to the plot area, it landed on the title.
     fig.update_layout(
-        barmode="stack", title=f"{plan.strategy}: {total} tokens", height=220, xaxis_title="tokens",
-        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.4),
+        barmode="stack", title=f"{plan.strategy}: {total} tokens", height=250, xaxis_title="tokens",
+        margin=dict(l=10, r=10, t=50, b=95),
+        legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
     return fig
 
