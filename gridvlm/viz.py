@@ -119,23 +119,31 @@ def _hover_text(view: Tile, label: str) -> str:
     )
 
 
-# A label needs about this share of the image's long side (the overlay draws that side at ~600-900 px).
-FULL_LABEL_SHARE = (0.12, 0.03)  # (width, height): "r,c · N tok"
-SHORT_LABEL_SHARE = (0.05, 0.025)  # "r,c"
+# How big a tile label is drawn: the overlay shows the image's long side at about DRAWN_SIDE_PX (640-px figure
+# less its margins), and a 10-px label character is about LABEL_CHAR_PX wide and LABEL_HEIGHT_PX tall.
+DRAWN_SIDE_PX = 600
+LABEL_CHAR_PX = 6.5
+LABEL_HEIGHT_PX = 14
+
+
+def label_box(tile: Tile, text: str, image_size: tuple[int, int]) -> Box:
+    """The part of the image (original pixels) a label `text` in the tile's top-left corner covers when drawn."""
+    scale = max(image_size) / DRAWN_SIDE_PX  # original pixels per screen pixel
+    x0, y0 = tile.box[0], tile.box[1]
+    return (x0, y0, x0 + len(text) * LABEL_CHAR_PX * scale, y0 + LABEL_HEIGHT_PX * scale)
 
 
 def tile_label(tile: Tile, image_size: tuple[int, int] | None = None) -> str:
-    """The label drawn in a tile's corner: ``"r,c · N tok"``, shortened to ``"r,c"`` and then left out ("") on
-    tiles too small to hold it beside their neighbours' labels (`image_size` given; None: always the full label)."""
+    """The label drawn in a tile's corner: ``"r,c · N tok"``, shortened to ``"r,c"`` and then left out ("") where
+    the tile is too small to hold it when drawn, so labels of dense grids never run into each other
+    (`image_size` given; None: always the full label)."""
     full = f"{tile.row},{tile.col} · {tile.token_count} tok"
     if image_size is None:
         return full
-    side = max(image_size) or 1
-    share = ((tile.box[2] - tile.box[0]) / side, (tile.box[3] - tile.box[1]) / side)
-    if share[0] >= FULL_LABEL_SHARE[0] and share[1] >= FULL_LABEL_SHARE[1]:
-        return full
-    if share[0] >= SHORT_LABEL_SHARE[0] and share[1] >= SHORT_LABEL_SHARE[1]:
-        return f"{tile.row},{tile.col}"
+    for text in (full, f"{tile.row},{tile.col}"):
+        x0, y0, x1, y1 = label_box(tile, text, image_size)
+        if x1 <= tile.box[2] and y1 <= tile.box[3]:
+            return text
     return ""
 
 
