@@ -572,6 +572,11 @@ def test_after_a_server_restart_the_page_asks_for_the_upload_again(page, tmp_pat
                                 " return !!el && el.value.includes('internvl'); }", timeout=STEP_TIMEOUT_MS)
         _stop(proc)
         proc = _serve(port, temp, log)
+        budget = other.locator("#budget input[type=number]")  # acting before a reload: told, inline, why
+        budget.fill("1500")
+        budget.press("Enter")
+        _expect_text(other, "#slice-status", "the server restarted")
+        _expect_text(other, "#slice-summary", "internvl")  # what was shown stays
         other.reload()
         _expect_text(other, "#page-banner", "server restarted")
         _expect_text(other, "#page-banner", "my-photo.png")

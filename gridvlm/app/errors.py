@@ -4,6 +4,10 @@
 too deeply (RecursionError) and any other failure into a `gr.Error` with a sentence, and remembers the sentence
 for the user's session; `show_status` (wired with ``event.failure``) writes it into the tab's inline status, where it
 stays after the toast is gone, and `clear_status` (``event.success``) empties it again.
+
+`keep_whole` raises nothing at all: a failed event leaves every output as it was and returns the sentence into an
+inline status, so gradio paints no "Error" badge over the last good figures (the Slice tab). Sentences are `plain`:
+no exception class names, no library text in parentheses.
 """
 
 from __future__ import annotations
