@@ -253,6 +253,7 @@ def _add_overlay(
 
 
 WINDOW_COLOR = "rgba(255, 0, 170, 0.9)"
+ROW_BREAK_COLOR = "#333333"  # dark grey: red would read as a seam
 
 
 def _add_windows(out: _Overlay, plan: Plan) -> None:
@@ -291,7 +292,7 @@ def _add_row_breaks(out: _Overlay, plan: Plan) -> None:
             texts.append(f"{token} after token row {r} of view {view.index}")
     out.trace(dict(
         type="scatter",
-        x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color="#d62728"),
+        x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color=ROW_BREAK_COLOR),
         name=token, hoverinfo="text", text=texts, showlegend=False,
     ))
 

@@ -449,6 +449,10 @@ def test_a_shared_link_opens_the_same_view(page, app_url):
                                 " return !!el && el.value.includes('budget=1000'); }", timeout=STEP_TIMEOUT_MS)
         link = _link_value(other)
         assert link.startswith(app_url) and "strategy=internvl" in link and "example=portrait_photo" in link
+        # The views are files named by their place in the plan (what the gallery's download saves them as).
+        expect(other.locator("#views img")).to_have_count(expected.num_views, timeout=STEP_TIMEOUT_MS)
+        sources = other.eval_on_selector_all("#views img", "els => els.map(e => e.getAttribute('src'))")
+        assert all(re.search(r"/view\d\d_(global|r\d+c\d+)\.jpg", src) for src in sources), sources
         _shot(other, "13-shared-link")
     finally:
         other.close()

@@ -96,6 +96,8 @@ def test_the_legend_names_the_marks_this_overlay_has(name):
     assert ("grey: padding" in legend) == ("padding" in shapes)
     assert ("dashed black frame: the global view" in legend) == ("global view" in shapes)
     assert ("seams" in legend) == ("seam" in shapes)
+    token = gridvlm.strategy_info(name).row_break_token
+    assert ("row-break token" in legend) == any(t.name == token for t in fig.data if token)
 
 
 def test_refusals_do_not_repeat_the_strategy_name():
@@ -190,7 +192,10 @@ def test_an_accepted_upload_clears_both_statuses(ws):
 def test_the_gallery_is_not_resampled_for_the_plan_it_shows(ws):
     p = gridvlm.plan(ws.size, "llava-next")
     gallery, shown = slice_tab.show_views_once(ws, p, None)
-    assert len(gallery) == p.num_views
+    assert [Path(path).name for path, _ in gallery] == [f"view{v.index:02d}_"
+                                                        f"{'global' if v.is_thumbnail else f'r{v.row}c{v.col}'}.jpg"
+                                                        for v in p.views]
+    assert [Image.open(path).size for path, _ in gallery] == [tuple(v.input_size) for v in p.views]
     assert slice_tab.show_views_once(ws, p, shown) == gr.skip()
     other = gridvlm.plan(ws.size, "internvl")
     assert len(slice_tab.show_views_once(ws, other, shown)[0]) == other.num_views

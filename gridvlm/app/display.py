@@ -371,6 +371,9 @@ def legend_markdown(p: Plan, has_seams: bool) -> str:
         parts.append("grey: padding, input pixels the encoder gets that are not image")
     if p.thumbnail is not None:
         parts.append("dashed black frame: the global view, the whole image at low resolution")
+    token = strategy_info(p.strategy).row_break_token
+    if token is not None:
+        parts.append(f"dark ◀ markers: the row-break token {token} the prompt writes after each row of tokens")
     if has_seams:
         parts.append("seams, the borders between tiles: pale yellow cuts little, dark red cuts text or edges "
                      "(colour bar: energy, 1 = the image's average)")

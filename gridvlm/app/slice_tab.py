@@ -181,9 +181,9 @@ def export_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> str:
     return _export(f"{p.strategy}_views.zip", buf.getvalue())
 
 
-def view_file_name(view: gridvlm.Tile) -> str:
+def view_file_name(view: gridvlm.Tile, suffix: str = "png") -> str:
     where = "global" if view.is_thumbnail else f"r{view.row}c{view.col}"
-    return f"view{view.index:02d}_{where}.png"
+    return f"view{view.index:02d}_{where}.{suffix}"
 
 
 def legend_for(p: gridvlm.Plan | None) -> str:
@@ -197,7 +197,18 @@ def show_views_once(ws: ui.Workspace | None, p: gridvlm.Plan | None, shown: tupl
     key = None if ws is None or p is None else (ws.path, p)
     if shown is not None and key == shown:
         return gr.skip()
-    return show_views(ws, p), key
+    return named_views(p, show_views(ws, p)), key
+
+
+def named_views(p: gridvlm.Plan | None, gallery: list[tuple[Any, str]]) -> list[tuple[str, str]]:
+    """The gallery's images as JPEG files named by sequence index and grid position (``view00_global.jpg``), so
+    that a view downloaded from the gallery keeps its place in the plan in its name."""
+    named = []
+    for view, (image, caption) in zip(p.views if p is not None else (), gallery):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        named.append((_export(view_file_name(view, "jpg"), buf.getvalue()), caption))
+    return named
 
 
 def take_upload(path: str | None, shown: ui.Workspace | None, strategy: str, use_defaults: bool,
