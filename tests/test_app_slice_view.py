@@ -41,6 +41,11 @@ def ws(tmp_path_factory) -> ui.Workspace:
     return ui.open_workspace(str(path))
 
 
+class PAGE:  # where `open_page`'s outputs are: the controls, then about and the parameters' help, then the banner
+    controls = 9
+    banner = 11
+
+
 class _Request:
     def __init__(self, **query):
         self.query_params = query
@@ -226,10 +231,10 @@ def test_a_link_with_parameters_opens_that_plan():
 
 def test_the_page_enables_every_control_with_its_first_plan():
     out = slice_tab.open_page(None, None, _Request())
-    controls = out[:8]
-    assert all(c["interactive"] is True for c in controls)
+    controls = out[:PAGE.controls]
+    assert all(c["interactive"] is True for c in controls[:-1]) and controls[-1]["visible"] is True
     assert out[-2] == gridvlm.plan(gridvlm.image_size(ui.DEFAULT_IMAGE), ui.DEFAULT_STRATEGY)
-    assert out[10] == ""  # no banner
+    assert out[PAGE.banner] == ""  # no banner
 
 
 @pytest.mark.parametrize("query, fragment", [({"strategy": "nope"}, "'nope'"), ({"example": "cat"}, "'cat'"),
@@ -237,9 +242,9 @@ def test_the_page_enables_every_control_with_its_first_plan():
                                              ({"strategy": "llava-next", "budget": "5"}, "Raise the budget")])
 def test_a_link_that_cannot_be_shown_says_why_and_shows_the_default(query, fragment):
     out = slice_tab.open_page(None, None, _Request(**query))
-    assert fragment in out[10] and "Showing the default view instead" in out[10]
+    assert fragment in out[PAGE.banner] and "Showing the default view instead" in out[PAGE.banner]
     assert out[-2] == gridvlm.plan(gridvlm.image_size(ui.DEFAULT_IMAGE), ui.DEFAULT_STRATEGY)
-    assert all(c["interactive"] is True for c in out[:8])
+    assert all(c.get("interactive", c.get("visible")) is True for c in out[:PAGE.controls])
 
 
 def test_the_link_of_an_upload_says_it_cannot_carry_the_image(ws):
@@ -266,7 +271,7 @@ def test_after_a_restart_the_page_asks_for_the_upload_again():
     assert "server restarted" in banner and "cat.jpg" in banner and "Upload your image again" in banner
     assert (view.strategy, view.max_tokens, view.upload) == ("internvl", 900, "cat.jpg")
     out = slice_tab.open_page(None, _saved("an earlier server"), _Request())
-    assert out[10] == banner and out[2]["value"] == "internvl"
+    assert out[PAGE.banner] == banner and out[2]["value"] == "internvl"
     assert out[-2] == gridvlm.fit_budget(gridvlm.image_size(ui.DEFAULT_IMAGE), "internvl", 900)
 
 
@@ -288,7 +293,7 @@ def test_a_browser_memory_that_is_not_a_view_opens_the_default(saved):
 
 def test_a_remembered_view_whose_plan_is_refused_opens_the_default_and_says_so():
     out = slice_tab.open_page(None, _saved("an earlier server", params={"max_tiles": -3}, upload=None), _Request())
-    assert "max_tiles" in out[10] and "Showing the default view instead" in out[10]
+    assert "max_tiles" in out[PAGE.banner] and "Showing the default view instead" in out[PAGE.banner]
     assert out[-2] == gridvlm.plan(gridvlm.image_size(ui.DEFAULT_IMAGE), ui.DEFAULT_STRATEGY)
 
 

@@ -304,6 +304,7 @@ def open_page(image_path: str | None, saved: dict | None, request: gr.Request = 
         gr.update(value=view.params_text(), **on),
         gr.update(**on),  # show windows
         gr.update(**on),  # apply
+        gr.update(visible=True),  # the examples
     )
     return (*controls, ui.strategy_about(view.strategy), ui.params_help(view.strategy), banner, *shown, "")
 
@@ -342,7 +343,8 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                 image = serving.UploadFile(label="Image", file_types=["image"], type="filepath", value=str(ui.DEFAULT_IMAGE),
                                 elem_id="image-upload", height=120, **off)
                 upload_status = gr.Markdown(elem_id="upload-status")  # a refused upload, under the file box
-                gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
+                examples = gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
+                examples.dataset.visible = False  # shown with the controls: a click sets the image box
                 family = gr.Dropdown([ui.ALL_FAMILIES, *gridvlm.list_families()], value=ui.ALL_FAMILIES,
                                      label="Family", elem_id="family", **off)
                 strategy = gr.Dropdown(ui.strategy_choices(ui.ALL_FAMILIES), value=ui.DEFAULT_STRATEGY,
@@ -393,7 +395,8 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     to_budget = keep_whole(set_budget, len(slice_out) + 1)
     replan = dict(fn=planned, inputs=[ws, *knobs], outputs=[*slice_out, status], **serving.CPU)
     opened = demo.load(open_page, [image, remembered],
-                       [image, family, strategy, use_defaults, budget, params, show_windows, apply, about,
+                       [image, family, strategy, use_defaults, budget, params, show_windows, apply,
+                        examples.dataset, about,
                         params_doc, banner, ws, *slice_out, status], **serving.CPU)
     demo.load(None, js=BUDGET_KEYS_JS)
     for event in (
