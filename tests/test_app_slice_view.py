@@ -320,3 +320,13 @@ def test_the_views_zip_names_each_view_by_index_and_grid_position(ws):
     expected = [f"view{v.index:02d}_{'global' if v.is_thumbnail else f'r{v.row}c{v.col}'}.png" for v in p.views]
     assert names == expected and names[0] == "view00_global.png" and names[1] == "view01_r0c0.png"
     assert sizes == [tuple(v.input_size) for v in p.views]
+
+
+def test_the_controls_come_on_even_when_the_first_plan_fails(monkeypatch):
+    def full(path=None):
+        raise gridvlm.GridVLMError("the server's space for uploads is full")
+
+    monkeypatch.setattr(slice_tab.serving, "check_disk", full)
+    out = slice_tab.open_page(None, None, _Request())
+    assert all(c.get("interactive", c.get("visible")) is True for c in out[:PAGE.controls])
+    assert out[-1] == "⚠️ the server's space for uploads is full" and out[-2] == gr.skip()

@@ -292,7 +292,13 @@ def open_page(image_path: str | None, saved: dict | None, request: gr.Request = 
     except Exception as exc:  # noqa: BLE001 - upload raised a readable gr.Error
         banner = warning(f"This view cannot be shown: {ui_sentence(exc)} Showing the default view instead.")
         view = ui.SliceView()
-        shown = upload(str(view.image), view.strategy, True, 2048, view.params_text())
+        shown = None
+    status = ""
+    if shown is None:
+        try:
+            shown = upload(str(view.image), view.strategy, True, 2048, view.params_text())
+        except Exception as exc:  # noqa: BLE001 - the controls must come on whatever happens (the disk is full …)
+            shown, status = [gr.skip()] * 8, warning(sentence(exc))
     on = dict(interactive=True)
     image = gr.update(value=str(view.image), **on) if view.image != ui.DEFAULT_IMAGE else gr.update(**on)
     controls = (
@@ -306,7 +312,7 @@ def open_page(image_path: str | None, saved: dict | None, request: gr.Request = 
         gr.update(**on),  # apply
         gr.update(visible=True),  # the examples
     )
-    return (*controls, ui.strategy_about(view.strategy), ui.params_help(view.strategy), banner, *shown, "")
+    return (*controls, ui.strategy_about(view.strategy), ui.params_help(view.strategy), banner, *shown, status)
 
 
 # Enter in the budget's number box applies it, and so does letting go of an arrow key on the slider: gradio's
