@@ -18,7 +18,7 @@ from gridvlm.extras import require
 
 require("plotly", "app", what="gridvlm.viz")
 import plotly.graph_objects as go
-from plotly.colors import qualitative, sample_colorscale
+from plotly.colors import make_colorscale, qualitative, sample_colorscale, sequential
 from plotly.subplots import make_subplots
 
 from gridvlm.geometry import Box, Plan, Tile, area
@@ -30,7 +30,9 @@ PALETTE = qualitative.Dark24 + qualitative.Light24
 TILE_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#3949ab", "#00897b", "#8e24aa", "#0277bd",
                 "#43a047", "#5e35b1", "#00acc1", "#283593")
 PADDING_FILL = "rgba(120, 120, 120, 0.22)"
-SEAM_COLORSCALE = "YlOrRd"  # pale yellow (cuts nothing) to dark red (cuts text/edges)
+# pale yellow (cuts nothing) to dark red (cuts text/edges), as explicit stops: plotly.js's *named* "YlOrRd" runs the
+# other way round from plotly.py's, so the colour bar would contradict the seam lines coloured here
+SEAM_COLORSCALE = make_colorscale(sequential.YlOrRd)
 SEAM_CMAX = 3.0  # seam energy at the top of the colour scale (3× the image's mean gradient)
 
 

@@ -330,3 +330,19 @@ def test_the_controls_come_on_even_when_the_first_plan_fails(monkeypatch):
     out = slice_tab.open_page(None, None, _Request())
     assert all(c.get("interactive", c.get("visible")) is True for c in out[:PAGE.controls])
     assert out[-1] == "⚠️ the server's space for uploads is full" and out[-2] == gr.skip()
+
+
+def test_the_seam_colour_bar_runs_the_way_the_seam_lines_are_coloured(ws):
+    from plotly.colors import sample_colorscale
+
+    p = gridvlm.plan(ws.size, "internvl")
+    seams = metrics.seam_energy(ws.preview, p)
+    fig = viz.plan_figure(p, image=ws.preview, seams=seams)
+    [bar] = [t for t in fig.data if t.name == "seam energy"]
+    stops = bar.marker.colorscale  # explicit stops: plotly.js reads a named scale its own way round
+    assert not isinstance(stops, str)
+    lines = [s.line.color for s in fig.layout.shapes if s.name == "seam"]
+    for (*_, energy), color in zip(seams.segments, lines):
+        at = min(1.0, energy / bar.marker.cmax)
+        assert color == sample_colorscale([list(s) for s in stops], [at])[0]
+    assert sample_colorscale([list(s) for s in stops], [0])[0] == "rgb(255, 255, 204)"  # pale: cuts nothing
