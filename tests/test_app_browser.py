@@ -453,7 +453,7 @@ def test_a_shared_link_opens_the_same_view(page, app_url):
         expect(other.locator("#views img")).to_have_count(expected.num_views, timeout=STEP_TIMEOUT_MS)
         sources = other.eval_on_selector_all("#views img", "els => els.map(e => e.getAttribute('src'))")
         assert all(re.search(r"/view\d\d_(global|r\d+c\d+)\.jpg", src) for src in sources), sources
-        _shot(other, "13-shared-link")
+        _shot(other, "20-shared-link")
     finally:
         other.close()
 
@@ -506,7 +506,7 @@ def test_a_refusal_keeps_the_last_figures_and_its_message_without_error_badges(p
     expect(page.locator("#figure-files")).to_contain_text("_views", timeout=STEP_TIMEOUT_MS)
     _expect_text(page, "#slice-status", f"Raise the budget to {need}")
     assert _badges(page) == 0
-    _shot(page, "14-refusal-kept")
+    _shot(page, "21-refusal-kept")
 
     # A bad upload: the file box is emptied, the reason is under it and says which image is shown.
     fake = tmp_path / "notes.png"
@@ -516,7 +516,7 @@ def test_a_refusal_keeps_the_last_figures_and_its_message_without_error_badges(p
     _expect_text(page, "#upload-status", "Still showing the previous image, portrait_photo.jpg")
     expect(page.locator("#image-upload")).not_to_contain_text("notes.png", timeout=STEP_TIMEOUT_MS)
     assert _plot_title(page, "#overlay") == shown and _badges(page) == 0
-    _shot(page, "15-bad-upload-kept")
+    _shot(page, "22-bad-upload-kept")
     box.fill(str(need))
     box.press("Enter")
     expect(page.locator("#slice-status")).not_to_contain_text("Raise the budget", timeout=STEP_TIMEOUT_MS)
@@ -548,7 +548,7 @@ def test_the_exported_html_draws_its_figure_offline(page, tmp_path):
         expect(offline.locator("#gridvlm-overlay svg.main-svg").first).to_be_attached(timeout=STEP_TIMEOUT_MS)
         expect(offline.locator("#gridvlm-overlay .shapelayer path").first).to_be_attached(timeout=STEP_TIMEOUT_MS)
         assert all(url.startswith(("file:", "data:")) for url in requested), requested
-        _shot(offline, "16-offline-html")
+        _shot(offline, "23-offline-html")
     finally:
         offline.close()
 
@@ -587,9 +587,67 @@ def test_after_a_server_restart_the_page_asks_for_the_upload_again(page, tmp_pat
         _expect_text(other, "#page-banner", "Upload your image again")
         expect(other.locator("#strategy input")).to_have_value("internvl", timeout=STEP_TIMEOUT_MS)
         _expect_text(other, "#slice-summary", "internvl")  # the remembered strategy, planned on the example
-        _shot(other, "17-restart-banner")
+        _shot(other, "24-restart-banner")
     finally:
         other.close()
         _stop(proc)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _boxes_overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
+        a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+def test_pack_labels_every_segment_and_says_what_the_numbers_mean(page):
+    from gridvlm.app.display import EXAMPLES, IMAGE_SETS
+    from gridvlm.packing import compare_layouts
+
+    page.get_by_role("tab", name="Pack").click()
+    examples = compare_layouts([gridvlm.image_size(p) for p in EXAMPLES], "llava-next", 8192)
+    _expect_text(page, "#pack-table", "NaViT packing")
+    _expect_text(page, "#pack-explain", f"Packing wastes {1 - examples.packed.utilization:.1%}")
+    _expect_text(page, "#pack-explain", "Like with like")
+    # Every packed segment carries its image's index, and the legend names every file.
+    labels = "#pack-figure text.bartext"
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[labels, len(EXAMPLES)],
+                           timeout=STEP_TIMEOUT_MS)
+    shown = sorted(int(t) for t in page.locator(labels).all_text_contents())
+    assert shown == list(range(len(EXAMPLES)))
+    for path in EXAMPLES:
+        _expect_text(page, "#pack-figure .legend", path.name)
+    _expect_text(page, "#mask-figure .legend", "may attend")
+
+    # A set where the order matters: the sentence says first-fit-decreasing needs fewer sequences.
+    label = next(k for k, s in IMAGE_SETS.items() if s.sizes and s.tiling == "llava-next")
+    page.locator("#pack-set input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    _expect_text(page, "#pack-explain", "Order matters here")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n",
+                           arg=[labels, len(IMAGE_SETS[label].sizes)], timeout=STEP_TIMEOUT_MS)
+    _shot(page, "13-pack-order-matters")
+    # The packer step by step: after 3 placements only 3 segments are drawn.
+    step = page.locator("#pack-step input[type=number]")
+    step.fill("3")
+    step.press("Enter")
+    _expect_text(page, "#pack-step-caption", f"Step 3 of {len(IMAGE_SETS[label].sizes)}")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[labels, 3],
+                           timeout=STEP_TIMEOUT_MS)
+
+    # At phone width no two titles of the comparison figure overlap.
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        titles = page.locator("#pack-versus .annotation-text, #pack-versus .gtitle")
+        expect(titles).to_have_count(4, timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => { const el = document.querySelector('#pack-versus .main-svg');"
+            " return !!el && el.getBoundingClientRect().width <= 390; }", timeout=STEP_TIMEOUT_MS)
+        boxes = [titles.nth(k).bounding_box() for k in range(4)]
+        assert not any(_boxes_overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]), boxes
+        for figure in ("#pack-figure", "#mask-figure", "#pack-versus"):  # every title fits the screen
+            title = page.locator(f"{figure} .gtitle").bounding_box()
+            assert title["x"] >= 0 and title["x"] + title["width"] <= 390, (figure, title)
+        _shot(page, "14-pack-phone")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

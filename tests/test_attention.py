@@ -20,9 +20,13 @@ pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
 
 import gridvlm  # noqa: E402
 from gridvlm import attention as A  # noqa: E402
-from gridvlm.models import list_adapters, load_vlm, make_tiny_vlm, prepare_inputs, view_pixels  # noqa: E402
+from gridvlm.models import chat, list_adapters, load_vlm, make_tiny_vlm, prepare_inputs, view_pixels  # noqa: E402
+from gridvlm.models.adapter import get_adapter  # noqa: E402
+from gridvlm.models.families._llava import LlavaAdapter  # noqa: E402
 
 FAMILIES = list_adapters()
+PLAN_MODE = [f for f in FAMILIES if get_adapter(f).plan_mode]  # any gridvlm plan can be fed to the model
+BATCHED_TOWERS = [f for f in FAMILIES if isinstance(get_adapter(f), LlavaAdapter)]  # views as a (V, 3, t, t) batch
 TOL = 1e-5
 
 
@@ -54,7 +58,7 @@ def final_sequence(vlm, image, plan, answer_tokens=5, seed=0):
 
 def eager_attentions(vlm, embeds=None, inputs=None):
     """transformers' own weights: (layers, heads, S, S) with eager attention."""
-    lm = vlm.model.model.language_model
+    lm = vlm.family.language_model(vlm.model)
     before = lm.config._attn_implementation
     lm.set_attn_implementation("eager")
     try:
@@ -85,7 +89,7 @@ PLANS = {
 }
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", PLAN_MODE)
 @pytest.mark.parametrize("plan_name", list(PLANS))
 def test_captured_rows_equal_eager_output_attentions(vlms, family, plan_name):
     vlm = vlms[family]
@@ -105,7 +109,7 @@ def test_captured_rows_equal_eager_output_attentions(vlms, family, plan_name):
         assert np.abs(got - reduce(ref, [0, 1], rows, visual, heads)).max() <= TOL
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", PLAN_MODE)
 def test_layer_subset_and_last_layer_alone(vlms, family):
     vlm = vlms[family]
     image = noise_image(500, 700, seed=2)
@@ -119,17 +123,45 @@ def test_layer_subset_and_last_layer_alone(vlms, family):
         assert np.abs(got - reduce(ref, expect, rows, visual, 0)).max() <= TOL
 
 
-def test_native_mode_inputs_run_the_whole_model(vlms):
-    """Model inputs as transformers' processor makes them (pixel_values): the same weights as plan mode."""
-    vlm = vlms["llava-next"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_native_mode_inputs_run_the_whole_model(vlms, family):
+    """Model inputs as transformers' processor makes them (pixel_values, and whatever else the family's forward
+    reads: grid sizes, token types, rotary positions): the capture equals eager output_attentions."""
+    vlm = vlms[family]
     image = noise_image(800, 600, seed=4)
     prepared = prepare_inputs(vlm, image, "native", [], "Where is the cat?")
     ids = prepared.input_ids[0]
-    visual = (ids == vlm.image_token_id).nonzero().flatten().numpy()
+    visual = np.asarray(prepared.visual_positions)
+    assert set((ids == vlm.image_token_id).nonzero().flatten().tolist()) <= set(visual.tolist())
     rows = np.arange(visual[-1] + 1, len(ids))
     got = A.llm_attention(vlm, prepared.kwargs, visual, rows, heads="mean")
     ref = eager_attentions(vlm, inputs=prepared.kwargs)
     assert np.abs(got - reduce(ref, [0, 1], rows, visual, "mean")).max() <= TOL
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_finished_reply_gives_maps_of_its_own_inputs(vlms, family):
+    """chat → reply_record → attention_maps: the captured rows are those of the reply's own sequence, run as the
+    model runs it (eager reference on the same ids and image), and the mass lands on the plan's views."""
+    vlm = vlms[family]
+    image = noise_image(640, 480, seed=6)
+    reply = chat(vlm, image, "native", [], "What is in this picture?", max_new_tokens=4, min_new_tokens=4)
+    for _ in reply:
+        pass
+    record = A.reply_record(vlm, image, "native", reply.sequence_ids, reply.prompt_tokens,
+                            visual_positions=reply.visual_positions)
+    inputs, visual, layout = A.rebuild_inputs(vlm, record)
+    assert len(layout) == len(visual) == len(record.visual_positions)
+    rows = np.concatenate(record.query_rows())
+    if isinstance(inputs, dict):
+        ref = eager_attentions(vlm, inputs=inputs)
+    else:
+        ref = eager_attentions(vlm, embeds=inputs)
+    expect = reduce(ref, list(range(ref.shape[0])), rows, visual, "mean")  # (layers, rows, visual)
+    maps = A.attention_maps(record, rows=A.WHOLE_ANSWER)
+    vector = expect[:, len(record.query_rows()[0]):].mean(axis=(0, 1))
+    np.testing.assert_allclose(maps.view_maps.total, vector.sum(), atol=1e-5)
+    assert len(maps.view_maps.maps) == record.plan.num_views
 
 
 def test_rows_sum_to_at_most_one_and_visual_share_is_plausible(vlms):
@@ -219,7 +251,7 @@ def test_bad_choices_say_what_exists(vlms):
 # ------------------------------------------------------------------------------------------------ vision
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BATCHED_TOWERS)
 @pytest.mark.parametrize("heads", ["mean", 1])
 def test_vision_attention_equals_eager_tower(vlms, family, heads):
     vlm = vlms[family]

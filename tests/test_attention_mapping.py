@@ -68,8 +68,11 @@ def unit(n: int, i: int) -> np.ndarray:
 
 
 def expected_box(vlm, plan, layout, i):
-    """Original pixels of position i, derived without gridvlm.attention: (box, cells per position)."""
+    """Original pixels of position i, derived without gridvlm.attention: (box, cells per position).
+
+    A cell is what its patch sees: patch_size pixels of the t × t input (g·patch may be less than t)."""
     g = vlm.geometry.features_side
+    t, patch = vlm.geometry.tile_size, vlm.geometry.patch_size
     view = plan.views[layout.view[i]]
     fr, fc = layout.feat_row[i], layout.feat_col[i]
     w, h = plan.image_size
@@ -77,13 +80,12 @@ def expected_box(vlm, plan, layout, i):
         (bx0, by0, bx1, by1), (iw, ih) = view.box, view.input_size
         cx0, cy0, cx1, cy1 = view.content_box
         # the cell in input pixels, clipped to the content, then onto the box
-        x0, x1 = max(fc * iw / g, cx0), min((fc + 1) * iw / g, cx1)
-        y0, y1 = max(fr * ih / g, cy0), min((fr + 1) * ih / g, cy1)
+        x0, x1 = max(fc * patch * iw / t, cx0), min((fc + 1) * patch * iw / t, cx1)
+        y0, y1 = max(fr * patch * ih / t, cy0), min((fr + 1) * patch * ih / t, cy1)
         sx, sy = (bx1 - bx0) / (cx1 - cx0), (by1 - by0) / (cy1 - cy0)
         return (bx0 + (x0 - cx0) * sx, by0 + (y0 - cy0) * sy, bx0 + (x1 - cx0) * sx, by0 + (y1 - cy0) * sy), 1.0
     if vlm.is_native(plan):  # anyres: canvas cell → original through the plan's content box
-        t = vlm.geometry.tile_size
-        p = t / g
+        p = patch
         X0 = layout.col[i] * t + fc * p
         Y0 = layout.row[i] * t + fr * p
         ccx0, ccy0, ccx1, ccy1 = plan.content_box
@@ -96,9 +98,9 @@ def expected_box(vlm, plan, layout, i):
         if mt is not None and math.sqrt(kept_r * kept_c / (mt * g * g)) > 1.1:
             stride = kept_r / int(kept_r // math.sqrt(kept_r * kept_c / (mt * g * g)))
         return (max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)), stride * p * max(sx, sy)
-    bx0, by0, bx1, by1 = view.box  # grid plans here have no padding: cells split the box evenly
+    bx0, by0, bx1, by1 = view.box  # grid plans here have no padding: the view is resized to t × t
     assert view.content_box == (0.0, 0.0, *map(float, view.input_size))
-    cw, ch = (bx1 - bx0) / g, (by1 - by0) / g
+    cw, ch = (bx1 - bx0) * patch / t, (by1 - by0) * patch / t
     return (bx0 + fc * cw, by0 + fr * ch, bx0 + (fc + 1) * cw, by0 + (fr + 1) * ch), 1.0
 
 

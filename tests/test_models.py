@@ -21,9 +21,13 @@ pytestmark = pytest.mark.slow  # builds and runs tiny random-weight models
 import gridvlm  # noqa: E402
 from gridvlm import Plan  # noqa: E402
 from gridvlm.models import ModelError, list_adapters, load_vlm, make_tiny_vlm, prepare_inputs  # noqa: E402
+from gridvlm.models.adapter import get_adapter  # noqa: E402
+from gridvlm.models.families._llava import LlavaAdapter  # noqa: E402
 from gridvlm.models.visual import encode  # noqa: E402
 
 FAMILIES = list_adapters()  # every registered family is tested the moment its module exists
+# the LLaVA-style families (gridvlm.models.families._llava): AnyRes packing, image_newline, plan mode
+LLAVA = [f for f in FAMILIES if isinstance(get_adapter(f), LlavaAdapter)]
 TILE_SIDE = {"llava-next": 336, "llava-onevision": 384}  # the real checkpoints' encoder input, where known
 SIZES = [(500, 400), (1024, 768), (300, 900)]
 
@@ -88,7 +92,7 @@ def test_tiny_checkpoint_is_marked_and_loads_with_transformers(tiny_dirs, family
     assert config.image_token_id < config.text_config.vocab_size
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA)
 def test_load_vlm_reads_geometry_and_caches(vlms, tiny_dirs, family):
     vlm = vlms[family]
     assert vlm.random_weights and "random weights" in vlm.label
@@ -100,7 +104,7 @@ def test_load_vlm_reads_geometry_and_caches(vlms, tiny_dirs, family):
     assert vlm.context_length == cfg.text_config.max_position_embeddings
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA)
 @pytest.mark.parametrize("size", SIZES + [(1280, 960)])
 def test_native_plan_counts_what_the_processor_counts(vlms, family, size):
     vlm = vlms[family]
@@ -115,7 +119,7 @@ def test_native_plan_counts_what_the_processor_counts(vlms, family, size):
 # ------------------------------------------------------------------------------------------------ exactness
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA)
 @pytest.mark.parametrize("size", SIZES)
 def test_plan_mode_with_native_plan_equals_transformers(vlms, family, size):
     vlm = vlms[family]
@@ -151,7 +155,7 @@ def test_onevision_pooled_sequence_equals_get_image_features(vlms):
     assert (seq.embeds - ref).abs().max().item() <= 1e-6
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA)
 @pytest.mark.parametrize("size", SIZES + [(1280, 960)])
 def test_native_layout_matches_the_plan(vlms, family, size):
     """Every position accounted for: per-view feature counts are the plan's tile token counts."""
@@ -242,7 +246,7 @@ def test_adapters_are_discovered_and_name_their_strategy():
         make_tiny_vlm("unused", "nope")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA)
 def test_layout_without_the_model_counts_what_encode_gives(vlms, family):
     """The adapter's layout is arithmetic on the plan: equal to the encoded sequence's, position by position."""
     from gridvlm.models import count_positions

@@ -224,6 +224,8 @@ class LLMAttentionRecorder(_Recorder):
     def __init__(self, vlm_or_model: Any, rows: Sequence[int], cols: Sequence[int], layers: Any = None,
                  heads: str | int = "mean"):
         modules = [layer.self_attn for layer in text_layers(vlm_or_model)]
+        self._queries_keys = (vlm_or_model.family.text_queries_keys if _is_vlm(vlm_or_model)
+                              else text_queries_keys)
         super().__init__(modules, resolve_layers(layers, len(modules)))
         first = modules[0]
         num_heads = getattr(first.config, "num_attention_heads", None) or first.q_proj.out_features // first.head_dim
@@ -245,13 +247,7 @@ class LLMAttentionRecorder(_Recorder):
         _check_positions("query rows", self.rows, seq)
         _check_positions("columns", self.cols, seq)
         rows = torch.as_tensor(self.rows, device=hidden.device)
-        d = module.head_dim
-        rotary = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb")
-        cos, sin = kwargs["position_embeddings"]  # (1, S, d)
-        q = module.q_proj(hidden[:, rows]).view(1, len(rows), -1, d).transpose(1, 2)  # (1, H, R, d)
-        k = module.k_proj(hidden).view(1, seq, -1, d).transpose(1, 2)  # (1, KV, S, d)
-        q = rotary(q, q, cos[:, rows], sin[:, rows])[0]
-        k = rotary(k, k, cos, sin)[0]
+        q, k = self._queries_keys(module, hidden, rows, kwargs["position_embeddings"])
         heads, kv = q.shape[1], k.shape[1]
         group = heads // kv  # head h reads kv head h // group, as repeat_kv does
         window = getattr(module, "sliding_window", getattr(module.config, "sliding_window", None))  # Qwen2: per layer
@@ -271,6 +267,27 @@ class LLMAttentionRecorder(_Recorder):
             part = weights.sum(dim=0) if self.heads == "mean" else weights.amax(dim=0)  # (R, C)
             out = part if out is None else (out + part if self.heads == "mean" else torch.maximum(out, part))
         return out / heads if self.heads == "mean" else out  # (R, C)
+
+
+def text_queries_keys(module: Any, hidden: Any, rows: Any, position_embeddings: Any) -> tuple[Any, Any]:
+    """(queries of `rows` (1, H, R, d), keys of every position (1, KV, S, d)) of a decoder attention module, as
+    its own forward computes them: projections, the per-head q/k norms where the module has them (Qwen3,
+    Gemma 3), and the rotary embedding of the module's own modelling file (Qwen2-VL's multimodal sections are
+    already folded into `position_embeddings` there)."""
+    d = module.head_dim
+    seq = hidden.shape[1]
+    rotary = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb")
+    cos, sin = position_embeddings  # (1, S, d)
+    q = module.q_proj(hidden[:, rows]).view(1, len(rows), -1, d)  # (1, R, H, d)
+    k = module.k_proj(hidden).view(1, seq, -1, d)  # (1, S, KV, d)
+    if getattr(module, "q_norm", None) is not None:
+        q = module.q_norm(q)
+    if getattr(module, "k_norm", None) is not None:
+        k = module.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q = rotary(q, q, cos[:, rows], sin[:, rows])[0]
+    k = rotary(k, k, cos, sin)[0]
+    return q, k
 
 
 def _check_positions(what: str, positions: np.ndarray, seq: int) -> None:
@@ -349,8 +366,13 @@ class _Stop(Exception):
 
 
 def _stop_after(module):
+    """A hook that ends the capture's own pass after `module`; forwards run by other threads (other users'
+    replies on the shared model) go on untouched."""
+    owner = threading.get_ident()
+
     def hook(*_):
-        raise _Stop
+        if threading.get_ident() == owner:
+            raise _Stop
 
     return module.register_forward_hook(hook)
 
@@ -404,22 +426,32 @@ def feature_attention_layer(feature_layer: int | Sequence[int], num_layers: int)
 
 
 def vision_attention(vlm: Any, image: ImageSource, plan: Plan | str = "native", layers: Any = None,
-                     heads: str | int = "mean") -> np.ndarray:
-    """Vision-encoder attention of every view: (views, rows, cols) on each view's patch grid, in `plan.views`
-    order (what the family's adapter feeds the tower for this plan).
+                     heads: str | int = "mean") -> np.ndarray | list[np.ndarray]:
+    """Vision-encoder attention of every view on its patch grid, in `plan.views` order (what the family's
+    adapter feeds the tower for this plan): (views, rows, cols), or a list of (rows, cols) maps when the views'
+    patch grids differ.
 
-    Towers with a CLS token (CLIP): CLS → patch attention; without (SigLIP): the mean attention each patch
-    receives. `layers`: None = the layer producing the features the LLM reads (e.g. layer L−2 for
-    vision_feature_layer -2); several layers are averaged. Each map sums to 1 per layer without CLS, a little
-    less with it (the CLS → CLS share is left out).
+    Towers with a CLS token (CLIP): CLS → patch attention; without (SigLIP and the native-resolution towers):
+    the mean attention each patch receives. `layers`: None = the layer producing the features the LLM reads
+    (e.g. layer L−2 for vision_feature_layer -2); several layers are averaged. The family's adapter runs it
+    (`ModelAdapter.vision_attention`): towers that see every view as one batch entry share
+    `batched_views_attention`; windowed or packed towers (Qwen) have their own.
     """
-    import torch
-
     from ..imaging import load_image
-    from ..models.visual import resolve_plan, view_pixels
+    from ..models.visual import resolve_plan
 
     image = load_image(image)
     plan = resolve_plan(vlm, image.size, plan)
+    return vlm.family.vision_attention(vlm, image, plan, layers, heads)
+
+
+def batched_views_attention(vlm: Any, image: Any, plan: Plan, layers: Any = None,
+                            heads: str | int = "mean") -> np.ndarray:
+    """`vision_attention` for towers that take the views as a batch (views, 3, H, W) and attend within a view."""
+    import torch
+
+    from ..models.visual import view_pixels
+
     family, geo = vlm.family, vlm.geometry
     encoder = vision_layers(vlm)
     if layers is None:

@@ -45,6 +45,9 @@ class Layout:
     feat_row: np.ndarray
     feat_col: np.ndarray
     grids: tuple[tuple[int, int], ...]  # (rows, cols) of each view's feature grid, in plan.views order
+    # (height, width) in the view's input pixels of one feature cell, per view: what the cell's patches see
+    # (patch size × merge factor). Empty: the grid splits the view's input evenly.
+    cell_px: tuple[tuple[float, float], ...] = ()
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -65,12 +68,14 @@ class Layout:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (JSON and gr.State friendly); `Layout.from_dict` takes it back."""
-        return {**{k: getattr(self, k).tolist() for k in _COLUMNS}, "grids": [list(g) for g in self.grids]}
+        return {**{k: getattr(self, k).tolist() for k in _COLUMNS}, "grids": [list(g) for g in self.grids],
+                "cell_px": [list(c) for c in self.cell_px]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layout:
         columns = {k: np.asarray(data[k], dtype=np.int64).reshape(-1) for k in _COLUMNS}
-        return cls(**columns, grids=tuple((int(r), int(c)) for r, c in data["grids"]))
+        return cls(**columns, grids=tuple((int(r), int(c)) for r, c in data["grids"]),
+                   cell_px=tuple((float(h), float(w)) for h, w in data.get("cell_px", ())))
 
 
 class LayoutBuilder:
@@ -107,10 +112,16 @@ class LayoutBuilder:
     def separators(self, count: int = 1) -> None:
         self._add(np.full(count, SEPARATOR), -1, -1, -1, -1, -1)
 
-    def build(self, grids: Sequence[tuple[int, int]]) -> Layout:
+    def build(self, grids: Sequence[tuple[int, int]],
+              cell_px: Sequence[tuple[float, float]] | None = None) -> Layout:
+        """`grids`: each view's (rows, cols) feature grid; `cell_px`: each view's (height, width) of one cell in
+        its input pixels, from the tower's patch geometry (None: the grid splits the input evenly)."""
         columns = [np.concatenate([p[i] for p in self._parts]) if self._parts else np.zeros(0, np.int64)
                    for i in range(len(_COLUMNS))]
-        return Layout(*columns, grids=tuple((int(r), int(c)) for r, c in grids))
+        cells = tuple((float(h), float(w)) for h, w in cell_px) if cell_px is not None else ()
+        if cells and len(cells) != len(grids):
+            raise AttentionError(f"{len(cells)} cell sizes for {len(grids)} views")
+        return Layout(*columns, grids=tuple((int(r), int(c)) for r, c in grids), cell_px=cells)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +134,7 @@ class ViewMaps:
     stride: tuple[float, float]  # (rows, cols) of feature cells one tile position covers (>1 after pooling)
     labels: tuple[str, ...]  # "global view" or "tile r,c", per view
     thumbnail: tuple[bool, ...] = ()  # per view: the global view / thumbnail
+    cell_px: tuple[tuple[float, float], ...] = ()  # per view: a cell's (height, width) in input pixels (Layout)
 
     @property
     def view_mass(self) -> np.ndarray:
@@ -198,30 +210,38 @@ def map_to_views(vector: Sequence[float], layout: Layout, plan: Plan) -> ViewMap
     return ViewMaps(
         maps=tuple(maps), present=tuple(present), newline_mass=float(values[~feats].sum()),
         stride=_tile_stride(layout, plan), labels=tuple(view_label(view) for view in plan.views),
-        thumbnail=tuple(view.is_thumbnail for view in plan.views),
+        thumbnail=tuple(view.is_thumbnail for view in plan.views), cell_px=layout.cell_px,
     )
 
 
-def vision_view_maps(maps: Sequence[np.ndarray], plan: Plan) -> ViewMaps:
-    """`vision_attention`'s per-view (rows, cols) patch maps as ViewMaps (every cell present, no newlines)."""
+def vision_view_maps(maps: Sequence[np.ndarray], plan: Plan,
+                     patch_px: Sequence[tuple[float, float]] | None = None) -> ViewMaps:
+    """`vision_attention`'s per-view (rows, cols) patch maps as ViewMaps (every cell present, no newlines);
+    `patch_px`: each view's (height, width) of one patch in input pixels (None: the grid splits it evenly)."""
     maps = tuple(np.asarray(m, dtype=np.float64) for m in maps)
     return ViewMaps(maps, tuple(np.ones(m.shape, dtype=bool) for m in maps), 0.0, (1.0, 1.0),
-                    tuple(view_label(v) for v in plan.views), tuple(v.is_thumbnail for v in plan.views))
+                    tuple(view_label(v) for v in plan.views), tuple(v.is_thumbnail for v in plan.views),
+                    tuple((float(h), float(w)) for h, w in patch_px) if patch_px is not None else ())
 
 
 def cell_box(view: Tile, grid: tuple[int, int], feat_row: float, feat_col: float,
-             stride: tuple[float, float] = (1.0, 1.0), clip: bool = True) -> Box | None:
+             stride: tuple[float, float] = (1.0, 1.0), clip: bool = True,
+             cell_px: tuple[float, float] | None = None) -> Box | None:
     """Original-image pixels a feature cell covers: the cell (or a stride-sized box around its centre) of the
     view's (rows, cols) feature `grid` in the view's input pixels, clipped to where the image lies in the view
-    (`content_box`), mapped onto `view.box`. None when the cell lies wholly in padding."""
+    (`content_box`), mapped onto `view.box`. None when the cell lies wholly in padding.
+
+    `cell_px`: (height, width) of one cell in input pixels, what its patches see (a 384-px SigLIP view has 27
+    cells of 14 px covering pixels 0–378, not 27 cells of 384/27 px); None: the grid splits the input evenly."""
     (bx0, by0, bx1, by1), (cx0, cy0, cx1, cy1) = view.box, view.content_box
     if cx1 <= cx0 or cy1 <= cy0:  # plans without content boxes: the whole input is content
         cx0, cy0, cx1, cy1 = 0.0, 0.0, float(view.input_size[0]), float(view.input_size[1])
     w, h = view.input_size
     gr, gc = grid
     sr, sc = stride
-    x0, x1 = (feat_col + 0.5 - sc / 2) * w / gc, (feat_col + 0.5 + sc / 2) * w / gc
-    y0, y1 = (feat_row + 0.5 - sr / 2) * h / gr, (feat_row + 0.5 + sr / 2) * h / gr
+    ch, cw = cell_px if cell_px is not None else (h / gr, w / gc)
+    x0, x1 = (feat_col + 0.5 - sc / 2) * cw, (feat_col + 0.5 + sc / 2) * cw
+    y0, y1 = (feat_row + 0.5 - sr / 2) * ch, (feat_row + 0.5 + sr / 2) * ch
     if clip:
         x0, y0, x1, y1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
         if x1 <= x0 or y1 <= y0:
@@ -232,10 +252,11 @@ def cell_box(view: Tile, grid: tuple[int, int], feat_row: float, feat_col: float
 
 def _present_cells(view_maps: ViewMaps, plan: Plan):
     """(view, (rows, cols) grid, feat_row, feat_col, mass, box or None) of every present cell."""
-    for view, grid, present in zip(plan.views, view_maps.maps, view_maps.present):
+    cells = view_maps.cell_px or (None,) * len(plan.views)
+    for view, grid, present, cell in zip(plan.views, view_maps.maps, view_maps.present, cells):
         stride = (1.0, 1.0) if view.is_thumbnail else view_maps.stride
         for r, c in zip(*np.nonzero(present)):
-            yield view, grid[r, c], cell_box(view, grid.shape, r, c, stride)
+            yield view, grid[r, c], cell_box(view, grid.shape, r, c, stride, cell_px=cell)
 
 
 def padding_mass(view_maps: ViewMaps, plan: Plan) -> float:
@@ -298,10 +319,11 @@ def position_boxes(layout: Layout, plan: Plan) -> np.ndarray:
     stride = _tile_stride(layout, plan)
     out = np.full((len(layout), 4), np.nan)
     views = plan.views
+    cells = layout.cell_px or (None,) * len(views)
     for i in np.nonzero(layout.feature)[0]:
         v = layout.view[i]
         box = cell_box(views[v], layout.grids[v], layout.feat_row[i], layout.feat_col[i],
-                       (1.0, 1.0) if views[v].is_thumbnail else stride)
+                       (1.0, 1.0) if views[v].is_thumbnail else stride, cell_px=cells[v])
         if box is not None:
             out[i] = box
     return out

@@ -119,7 +119,7 @@ def reply_record(vlm: VLM, image: ImageSource, plan: Plan | str, sequence_ids: S
         text_layers=len(text_layers(vlm)),
         text_heads=int(vlm.model.config.text_config.num_attention_heads),
         vision_layers=len(tower),
-        vision_heads=int(tower[0].self_attn.num_heads),
+        vision_heads=vlm.family.vision_heads(vlm.model),
         vision_feature_attention_layer=vlm.family.feature_attention_layer(vlm.geometry, len(tower)),
     )
 
@@ -130,12 +130,24 @@ def query_rows(record: ReplyRecord) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rebuild_inputs(vlm: VLM, record: ReplyRecord) -> tuple[Any, np.ndarray, Layout]:
-    """(inputs_embeds (1, S, D), visual positions, Layout) of a reply: the token embeddings with the visual span
-    replaced by `encode(vlm, image, plan)`: for the native plan the model's own embeddings."""
+    """(inputs, visual positions, Layout) of a reply.
+
+    Families with a plan mode: inputs_embeds (1, S, D), the token embeddings with the visual span replaced by
+    `encode(vlm, image, plan)` (for the native plan the model's own embeddings). Families that see only their
+    own slicing: a dict of model inputs (the reply's ids beside the processor's image outputs,
+    `ModelAdapter.native_inputs`) that the whole model runs, its own rotary positions and masks included."""
+    from ..imaging import load_image
     from ..models.visual import splice_visual
 
-    visual = vlm.encode(record.image, record.plan)
     positions = np.asarray(record.visual_positions, dtype=np.int64)
+    if not vlm.family.plan_mode:
+        layout = vlm.family.layout(vlm.geometry, record.plan)
+        if len(positions) != len(layout):
+            raise AttentionError(f"the reply has {len(positions)} visual positions but {vlm.family.name}'s layout "
+                                 f"of its plan has {len(layout)}: the record does not belong to this model or image")
+        inputs = vlm.family.native_inputs(vlm, load_image(record.image), record.sequence_ids)
+        return inputs, positions, layout
+    visual = vlm.encode(record.image, record.plan)
     if len(positions) != len(visual):
         raise AttentionError(f"the reply has {len(positions)} visual positions but encoding its image with its plan "
                              f"gives {len(visual)}: the record does not belong to this model or image")
@@ -167,23 +179,36 @@ def attention_maps(record: ReplyRecord, rows: str | int = WHOLE_ANSWER, layers: 
     `heads`: "mean", "max" or a head index. `source`: LLM (one extra pass over the sequence; every layer is
     captured, so other layers and rows need no new pass) or VISION (the encoder over the plan's views).
     `cached(key, compute)`: the caller's cache of the captured weights (keys: ("llm", id, heads) and
-    ("vision", id, first, last, heads)); by default nothing is kept.
+    ("vision", id, first, last, heads)); by default nothing is kept. `compute()` is `run_capture(record, key)`,
+    which a caller may run elsewhere itself (the app runs it inside @spaces.GPU).
     """
     source = _source(source)
     default = record.layer_choice(source)
     first, last = sorted(layers) if layers is not None else (default.first, default.last)
     picked = resolve_layers((first, last), default.count)
     if source == VISION:
-        def vision():
-            return vision_attention(record.model.load(), record.image, record.plan, layers=(first, last),
-                                    heads=heads)
-
-        view_maps = vision_view_maps(cached(("vision", record.id, first, last, heads), vision), record.plan)
+        key = ("vision", record.id, first, last, heads)
+        vlm = record.model.load()
+        view_maps = vision_view_maps(cached(key, lambda: run_capture(record, key)), record.plan,
+                                     vlm.family.patch_pixels(vlm.geometry, record.plan))
     else:
-        weights, layout = cached(("llm", record.id, heads), lambda: _llm_weights(record, heads))
+        key = ("llm", record.id, heads)
+        weights, layout = cached(key, lambda: run_capture(record, key))
         vector = _pick_rows(record, weights[picked].mean(axis=0), rows)  # (visual,)
         view_maps = map_to_views(vector, layout, record.plan)
     return ReplyMaps(view_maps, view_maps.shares(), source, (picked[0], picked[-1]), heads)
+
+
+def run_capture(record: ReplyRecord, key: tuple) -> Any:
+    """The model pass a cache key of `attention_maps` names, from plain values only (so that it can run in a
+    GPU worker process, e.g. under ZeroGPU's @spaces.GPU): ("llm", id, heads) → (weights, layout);
+    ("vision", id, first, last, heads) → per-view maps."""
+    if key[0] == "vision":
+        _, _, first, last, heads = key
+        return vision_attention(record.model.load(), record.image, record.plan, layers=(first, last), heads=heads)
+    if key[0] == "llm":
+        return _llm_weights(record, key[2])
+    raise AttentionError(f"no capture is named {key[0]!r}")
 
 
 def _source(source: str) -> str:

@@ -24,6 +24,7 @@ import json
 import pkgutil
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,15 @@ if TYPE_CHECKING:
     from .loading import VLM
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A real hub checkpoint of a family, as the app's model list offers it."""
+
+    hub_id: str
+    size: str  # parameters as the model card states them, e.g. "2B"
+    cpu_friendly: bool = False  # small enough to answer on a CPU-only Space in seconds
+
+
 class ModelAdapter:
     """One model family. Subclasses set the class attributes and implement what their family does differently;
     the defaults fit transformers' usual LLaVA-style nesting (`model.model.language_model`,
@@ -48,6 +58,8 @@ class ModelAdapter:
     model_class: ClassVar[str]  # transformers class with a language-modelling head
     example: ClassVar[str]  # a hub id of this family, for messages
     plan_mode: ClassVar[bool] = True  # any gridvlm plan can be fed to the model (`encode`); False: native only
+    title: ClassVar[str] = ""  # how people name the family, e.g. "Qwen2-VL" (the app's group heading)
+    checkpoints: ClassVar[tuple[Checkpoint, ...]] = ()  # real hub checkpoints, smallest first
 
     # ---- checkpoint → geometry → plans
 
@@ -90,6 +102,11 @@ class ModelAdapter:
         """(rows, cols) of patches the vision tower sees in each view, in `plan.views` order."""
         raise NotImplementedError
 
+    def patch_pixels(self, geometry: Any, plan: Plan) -> list[tuple[float, float]]:
+        """(height, width) of one patch in each view's input pixels (`Tile.input_size`), from the tower's patch
+        embedding: what a heatmap cell's box is made of. `layout` builds its cells from it (× the merge factor)."""
+        raise NotImplementedError
+
     # ---- where the attention modules are
 
     def language_model(self, model: Any) -> Any:
@@ -118,6 +135,45 @@ class ModelAdapter:
     def feature_attention_layer(self, geometry: Any, num_layers: int) -> int:
         """The encoder layer (0-based) whose output the projector reads."""
         return num_layers - 1
+
+    def vision_heads(self, model: Any) -> int:
+        """Attention heads of the vision tower's layers."""
+        return int(self.vision_layers(model)[0].self_attn.num_heads)
+
+    def vision_attention(self, vlm: VLM, image: Image.Image, plan: Plan, layers: Any, heads: str | int) -> Any:
+        """Per view, the vision tower's attention on its patch grid (see `gridvlm.attention.vision_attention`):
+        (views, rows, cols) or a list of (rows, cols) maps."""
+        from ..attention.capture import batched_views_attention
+
+        return batched_views_attention(vlm, image, plan, layers, heads)
+
+    def text_queries_keys(self, module: Any, hidden: Any, rows: Any, position_embeddings: Any) -> tuple[Any, Any]:
+        """(queries (1, H, R, d) of the chosen rows, keys (1, KV, S, d)) of a decoder attention module, exactly as
+        its forward computes them; the default reads q/k projections, q/k norms and the rotary embedding."""
+        from ..attention.capture import text_queries_keys
+
+        return text_queries_keys(module, hidden, rows, position_embeddings)
+
+    # ---- native mode: the model's own processor
+
+    def placeholder_token_id(self, vlm: VLM) -> int:
+        """The token the chat template writes for an image, which the processor expands into the visual span."""
+        return vlm.image_token_id
+
+    def native_inputs(self, vlm: VLM, image: Image.Image, input_ids: Sequence[int]) -> dict[str, Any]:
+        """Model inputs for an already expanded sequence (prompt + answer ids, as a reply record keeps them):
+        the processor's image outputs for `image` beside `input_ids` and an all-ones attention mask, on the
+        model's device (floating tensors in its dtype). Families whose forward needs more (token types) add it."""
+        import torch
+
+        outputs = vlm.processor.image_processor(images=image, return_tensors="pt")
+        ids = torch.as_tensor(list(input_ids), device=vlm.device).reshape(1, -1)
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        for name, value in outputs.items():
+            if hasattr(value, "to"):
+                value = value.to(vlm.device)
+                inputs[name] = value.to(vlm.model.dtype) if value.is_floating_point() else value
+        return inputs
 
     # ---- a tiny checkpoint
 

@@ -103,10 +103,12 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | str, history: History, mes
     if isinstance(plan, str) and plan == NATIVE:
         inputs = vlm.processor(images=image, text=prompt, return_tensors="pt")
         kwargs = {k: v.to(vlm.device) for k, v in inputs.items() if hasattr(v, "to")}
-        kwargs["pixel_values"] = kwargs["pixel_values"].to(vlm.model.dtype)
-        positions = tuple((kwargs["input_ids"][0] == vlm.image_token_id).nonzero().flatten().tolist())
-        n_visual = len(positions)
+        for name, value in kwargs.items():
+            if name != "input_ids" and value.is_floating_point():
+                kwargs[name] = value.to(vlm.model.dtype)
         resolved, visual, ood = vlm.native_plan(image.size), None, False
+        positions = native_visual_span(vlm, prompt, kwargs["input_ids"][0].tolist(), resolved)
+        n_visual = len(positions)
     else:
         resolved = resolve_plan(vlm, image.size, plan)
         ids = vlm.tokenizer(prompt, return_tensors="pt")["input_ids"][0]  # (text tokens,)
@@ -127,6 +129,26 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | str, history: History, mes
     return prepared
 
 
+def native_visual_span(vlm: VLM, prompt: str, expanded_ids: Sequence[int], plan: Plan) -> tuple[int, ...]:
+    """Where the image sits in the processor's `expanded_ids`: the positions that replaced the chat template's
+    image placeholder (image tokens, and the markers, row breaks and newlines the processor writes among them),
+    as many as the family's layout of `plan` has. ModelError when the processor's sequence disagrees with it."""
+    placeholder = vlm.family.placeholder_token_id(vlm)
+    template_ids = vlm.tokenizer(prompt)["input_ids"]
+    spots = [i for i, t in enumerate(template_ids) if t == placeholder]
+    count = count_positions(vlm, plan)
+    image_tokens = [i for i, t in enumerate(expanded_ids) if t == vlm.image_token_id]
+    if len(spots) != 1:
+        raise ModelError(f"the chat template of {vlm.model_id!r} gave {len(spots)} image placeholders, not 1")
+    start = spots[0]
+    if (len(expanded_ids) != len(template_ids) - 1 + count or not image_tokens
+            or image_tokens[0] < start or image_tokens[-1] >= start + count):
+        raise ModelError(f"{vlm.family.name}: the processor wrote {len(expanded_ids) - len(template_ids) + 1} "
+                         f"positions for the image where gridvlm's layout has {count}; gridvlm cannot say which "
+                         "position shows which pixels for this checkpoint")
+    return tuple(range(start, start + count))
+
+
 @dataclass(frozen=True)
 class PromptSize:
     """What a turn will cost before anything runs: counted from the template and the plan, no encoding."""
@@ -145,7 +167,7 @@ def prompt_size(vlm: VLM, image_size: tuple[int, int], plan: Plan | str, history
     """Prompt and visual token counts of a turn; equal to what prepare_inputs builds (tested)."""
     resolved = resolve_plan(vlm, tuple(image_size), plan)
     native = isinstance(plan, str) or vlm.is_native(resolved)
-    visual = resolved.token_count if isinstance(plan, str) else count_positions(vlm, resolved)
+    visual = count_positions(vlm, resolved)
     text = len(vlm.tokenizer(prompt_text(vlm, history, message))["input_ids"]) - 1  # minus the placeholder
     return PromptSize(text + visual, visual, vlm.context_length, not native)
 

@@ -126,7 +126,7 @@ class LlavaAdapter(ModelAdapter):
                 elif not _fills_grid(plan):  # one g × g map per tile
                     r, c = cells[:g, None], cells[None, :g]
                     lay.rows_with_newlines(i, v.row, v.col, r, c)
-        return lay.build([(g, g)] * plan.num_views)
+        return lay.build([(g, g)] * plan.num_views, self.patch_pixels(geo, plan))
 
     # ---- plan mode
 
@@ -159,6 +159,13 @@ class LlavaAdapter(ModelAdapter):
     def patch_grids(self, geo: LlavaGeometry, plan: Plan) -> list[tuple[int, int]]:
         g = geo.features_side
         return [(g, g)] * plan.num_views
+
+    def patch_pixels(self, geo: LlavaGeometry, plan: Plan) -> list[tuple[float, float]]:
+        """A patch covers patch_size pixels of the t × t input the tower sees (g·patch ≤ t: SigLIP's 27 patches
+        of 14 px leave the last 6 px of a 384-px view unseen); in a view's own input pixels that is
+        patch_size · side / t once the view is resized to t × t."""
+        t, p = geo.tile_size, geo.patch_size
+        return [(p * v.input_size[1] / t, p * v.input_size[0] / t) for v in plan.views]
 
     def encode(self, vlm: VLM, image: Image.Image, plan: Plan) -> tuple[torch.Tensor, tuple[str, ...]]:
         geo = vlm.geometry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..adapter import name_processor_class, register_adapter
+from ..adapter import Checkpoint, name_processor_class, register_adapter
 from ._llava import LlavaAdapter
 
 
@@ -13,6 +13,8 @@ class LlavaNextAdapter(LlavaAdapter):
     model_types = ("llava_next",)
     model_class = "LlavaNextForConditionalGeneration"
     example = "llava-hf/llava-v1.6-mistral-7b-hf"
+    title = "LLaVA-NeXT"
+    checkpoints = (Checkpoint("llava-hf/llava-v1.6-mistral-7b-hf", "7B"), Checkpoint("llava-hf/llava-v1.6-vicuna-7b-hf", "7B"))
 
     def make_tiny(self, directory: Path, seed: int) -> None:
         """CLIP 336/14 (CLS dropped, feature layer -2) + Mistral, the llava-hf processor settings."""

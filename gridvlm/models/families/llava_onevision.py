@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..adapter import name_processor_class, processor_settings, register_adapter
+from ..adapter import Checkpoint, name_processor_class, processor_settings, register_adapter
 from ..errors import ModelError
 from ._llava import LlavaAdapter
 
@@ -15,6 +15,9 @@ class LlavaOnevisionAdapter(LlavaAdapter):
     model_types = ("llava_onevision",)
     model_class = "LlavaOnevisionForConditionalGeneration"
     example = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+    title = "LLaVA-OneVision"
+    checkpoints = (Checkpoint("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "0.5B", cpu_friendly=True),
+                   Checkpoint("llava-hf/llava-onevision-qwen2-7b-ov-hf", "7B"))
 
     def max_features_tiles(self, config: Any) -> int:
         ratio = str(getattr(config, "vision_aspect_ratio", "anyres_max_9"))
