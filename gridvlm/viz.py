@@ -18,15 +18,21 @@ from gridvlm.extras import require
 
 require("plotly", "app", what="gridvlm.viz")
 import plotly.graph_objects as go
-from plotly.colors import qualitative, sample_colorscale
+from plotly.colors import make_colorscale, qualitative, sample_colorscale, sequential
 from plotly.subplots import make_subplots
 
 from gridvlm.geometry import Box, Plan, Tile, area
 from gridvlm.imaging import as_pil_image
 
 PALETTE = qualitative.Dark24 + qualitative.Light24
+# Tile outlines: greens, blues and purples only (hues 100°-300°), so that no tile reads as a seam of the warm
+# seam scale below (hues 340°-60°).
+TILE_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#3949ab", "#00897b", "#8e24aa", "#0277bd",
+                "#43a047", "#5e35b1", "#00acc1", "#283593")
 PADDING_FILL = "rgba(120, 120, 120, 0.22)"
-SEAM_COLORSCALE = "Turbo"  # dark blue (cuts nothing) to dark red (cuts text/edges)
+# pale yellow (cuts nothing) to dark red (cuts text/edges), as explicit stops: plotly.js's *named* "YlOrRd" runs the
+# other way round from plotly.py's, so the colour bar would contradict the seam lines coloured here
+SEAM_COLORSCALE = make_colorscale(sequential.YlOrRd)
 SEAM_CMAX = 3.0  # seam energy at the top of the colour scale (3× the image's mean gradient)
 
 
@@ -115,8 +121,32 @@ def _hover_text(view: Tile, label: str) -> str:
     )
 
 
-def _tile_label(tile: Tile) -> str:
-    return f"{tile.row},{tile.col} · {tile.token_count} tok"
+# How big a tile label is drawn: the overlay shows the image's long side at about DRAWN_SIDE_PX (640-px figure
+# less its margins), and a 10-px label character is about LABEL_CHAR_PX wide and LABEL_HEIGHT_PX tall.
+DRAWN_SIDE_PX = 600
+LABEL_CHAR_PX = 6.5
+LABEL_HEIGHT_PX = 14
+
+
+def label_box(tile: Tile, text: str, image_size: tuple[int, int]) -> Box:
+    """The part of the image (original pixels) a label `text` in the tile's top-left corner covers when drawn."""
+    scale = max(image_size) / DRAWN_SIDE_PX  # original pixels per screen pixel
+    x0, y0 = tile.box[0], tile.box[1]
+    return (x0, y0, x0 + len(text) * LABEL_CHAR_PX * scale, y0 + LABEL_HEIGHT_PX * scale)
+
+
+def tile_label(tile: Tile, image_size: tuple[int, int] | None = None) -> str:
+    """The label drawn in a tile's corner: ``"r,c · N tok"``, shortened to ``"r,c"`` and then left out ("") where
+    the tile is too small to hold it when drawn, so labels of dense grids never run into each other
+    (`image_size` given; None: always the full label)."""
+    full = f"{tile.row},{tile.col} · {tile.token_count} tok"
+    if image_size is None:
+        return full
+    for text in (full, f"{tile.row},{tile.col}"):
+        x0, y0, x1, y1 = label_box(tile, text, image_size)
+        if x1 <= tile.box[2] and y1 <= tile.box[3]:
+            return text
+    return ""
 
 
 class _Overlay:
@@ -184,12 +214,13 @@ def _add_overlay(
 
     line_width = 2 if len(plan.tiles) <= 16 else 1
     for k, tile in enumerate(plan.tiles):
-        color = PALETTE[k % len(PALETTE)]
+        color = TILE_PALETTE[k % len(TILE_PALETTE)]
         x0, y0, x1, y1 = tile.box
         name = f"tile {tile.row},{tile.col}"
         out.shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, name=name, line=dict(color=color, width=line_width))
-        if labels:
-            out.annotation(x=x0, y=y0, text=_tile_label(tile), name=name, showarrow=False, xanchor="left",
+        label = tile_label(tile, plan.image_size) if labels else ""
+        if label:
+            out.annotation(x=x0, y=y0, text=label, name=name, showarrow=False, xanchor="left",
                            yanchor="top", font=dict(color=color, size=10), bgcolor="rgba(255, 255, 255, 0.75)",
                            borderpad=1)
         out.trace(dict(
@@ -224,6 +255,7 @@ def _add_overlay(
 
 
 WINDOW_COLOR = "rgba(255, 0, 170, 0.9)"
+ROW_BREAK_COLOR = "#333333"  # dark grey: red would read as a seam
 
 
 def _add_windows(out: _Overlay, plan: Plan) -> None:
@@ -262,7 +294,7 @@ def _add_row_breaks(out: _Overlay, plan: Plan) -> None:
             texts.append(f"{token} after token row {r} of view {view.index}")
     out.trace(dict(
         type="scatter",
-        x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color="#d62728"),
+        x=xs, y=ys, mode="markers", marker=dict(size=6, symbol="triangle-left", color=ROW_BREAK_COLOR),
         name=token, hoverinfo="text", text=texts, showlegend=False,
     ))
 
@@ -314,7 +346,8 @@ def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bo
                 show_windows: bool = False) -> go.Figure:
     """The plan drawn over the image (or over a grey rectangle of the image's size when `image` is None).
 
-    Tiles are coloured rectangles labelled ``"r,c · N tok"`` with a hover box (box, input size, scale, padding,
+    Tiles are coloured rectangles labelled ``"r,c · N tok"`` (shorter or none on dense grids, `tile_label`) with a
+    hover box (box, input size, scale, padding,
     tokens); padded input beyond the image is grey; the global view is a dashed outline around the image;
     `seams` (a ``SeamReport`` or its segments) are lines coloured by energy; `show_windows` draws the encoder's
     attention windows (`Plan.windows`, Qwen2.5-VL: a window edge is a boundary of its own); a strategy with a
@@ -401,9 +434,12 @@ def token_breakdown_figure(plan: Plan) -> go.Figure:
         ]
     )
     total = plan.token_count + plan.text_tokens
+    # The legend sits at the bottom of the figure (container coordinates), below the axis title and clear of it:
+    # placed relative to the plot area, it landed on the title.
     fig.update_layout(
-        barmode="stack", title=f"{plan.strategy}: {total} tokens", height=220, xaxis_title="tokens",
-        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.4),
+        barmode="stack", title=f"{plan.strategy}: {total} tokens", height=250, xaxis_title="tokens",
+        margin=dict(l=10, r=10, t=50, b=95),
+        legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
     return fig
 

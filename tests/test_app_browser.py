@@ -70,43 +70,56 @@ def sync_api():
     return _browser_or_skip()
 
 
+def _serve(port: int, temp: str, log) -> subprocess.Popen:
+    """`python app.py` on `port` with gradio's temp dir `temp`, answering HTTP 200 (or a test failure)."""
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_TEMP_DIR": temp, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"app.py exited with {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"app.py did not answer HTTP 200 within {START_TIMEOUT_S} s; see {log.name}")
+        try:  # between polls, wait on the other condition that ends the loop: the server exiting
+            proc.wait(timeout=0.3)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server by its PID: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def app_url(sync_api):
     """`python app.py` on a free port, with its own gradio temp dir; stopped by PID at the end."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="gridvlm-app-")
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_TEMP_DIR": temp, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     log = open(ARTIFACTS / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}; see {ARTIFACTS / 'app.log'}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer HTTP 200 within {START_TIMEOUT_S} s; see {ARTIFACTS / 'app.log'}")
-            try:  # between polls, wait on the other condition that ends the loop: the server exiting
-                proc.wait(timeout=0.3)
-            except subprocess.TimeoutExpired:
-                pass
-        yield url
+        proc = _serve(port, temp, log)
+        yield f"http://127.0.0.1:{port}/"
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            _stop(proc)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -147,6 +160,9 @@ def _upload(page, path: Path) -> None:
     """Replace the Slice tab's image: clear the current file if one is shown, then set the file input."""
     box = page.locator("#image-upload")
     clear = box.get_by_role("button", name="Clear")
+    file_input = box.locator("input[type=file]")
+    # the box takes files once the page's first event has enabled it
+    expect(clear.or_(file_input).first).to_be_attached(timeout=STEP_TIMEOUT_MS)
     if clear.count():
         clear.first.click()
     box.locator("input[type=file]").set_input_files(str(path))
@@ -391,6 +407,192 @@ def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(pa
     _expect_text(page, "#slice-summary", "llava-next")
     _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget(size, 'llava-next', need).token_count} tokens")
     expect(page.locator("#slice-status")).not_to_contain_text(str(need), timeout=STEP_TIMEOUT_MS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Slice tab keeps whole: links, the page's first event, refusals, keys, exports, restarts
+
+# Records, from the first node of the page on, whether the strategy box was ever enabled while no plan was shown.
+CONTROLS_WATCH = """() => {
+    window.__enabledEarly = false; window.__sawDisabled = false;
+    new MutationObserver(() => {
+        const box = document.querySelector('#strategy input');
+        const summary = document.querySelector('#slice-summary');
+        if (!box) return;
+        if (box.disabled) window.__sawDisabled = true;
+        else if (!summary || !summary.innerText.trim()) window.__enabledEarly = true;
+    }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def _link_value(page) -> str:
+    return page.locator("#share-link textarea, #share-link input").first.input_value()
+
+
+def test_a_shared_link_opens_the_same_view(page, app_url):
+    size = gridvlm.image_size(ASSETS / "portrait_photo.jpg")
+    expected = gridvlm.fit_budget(size, "internvl", 1000)
+    other = page.context.new_page()  # its own session
+    other.add_init_script(f"({CONTROLS_WATCH})()")
+    try:
+        other.goto(app_url + "?example=portrait_photo&strategy=internvl&budget=1000")
+        _expect_text(other, "#slice-summary", "1200×1600")
+        _expect_text(other, "#slice-summary", f"{expected.token_count} tokens")
+        _expect_text(other, "#slice-summary", "internvl")
+        expect(other.locator("#strategy input")).to_have_value("internvl", timeout=STEP_TIMEOUT_MS)
+        expect(other.locator("#budget input[type=number]")).to_have_value("1000", timeout=STEP_TIMEOUT_MS)
+        expect(other.locator("#use-defaults input")).not_to_be_checked(timeout=STEP_TIMEOUT_MS)
+        assert other.evaluate("() => window.__sawDisabled"), "the strategy box was never seen disabled"
+        assert not other.evaluate("() => window.__enabledEarly"), "a control was enabled before the first plan"
+        # The page's own link for what it shows opens the same view again.
+        other.wait_for_function("() => { const el = document.querySelector('#share-link textarea, #share-link input');"
+                                " return !!el && el.value.includes('budget=1000'); }", timeout=STEP_TIMEOUT_MS)
+        link = _link_value(other)
+        assert link.startswith(app_url) and "strategy=internvl" in link and "example=portrait_photo" in link
+        # The views are files named by their place in the plan (what the gallery's download saves them as).
+        expect(other.locator("#views img")).to_have_count(expected.num_views, timeout=STEP_TIMEOUT_MS)
+        sources = other.eval_on_selector_all("#views img", "els => els.map(e => e.getAttribute('src'))")
+        assert all(re.search(r"/view\d\d_(global|r\d+c\d+)\.jpg", src) for src in sources), sources
+        _shot(other, "20-shared-link")
+    finally:
+        other.close()
+
+
+def test_enter_in_the_budget_box_and_arrow_keys_on_the_slider_replan(page):
+    page.get_by_role("tab", name="Slice").click()
+    _upload(page, PORTRAIT)
+    _expect_text(page, "#slice-summary", "1200×1600")
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="qwen2-vl", exact=True).click()
+    _expect_text(page, "#slice-summary", "qwen2-vl")
+    box = page.locator("#budget input[type=number]")
+    box.fill("700")
+    box.press("Enter")
+    _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget((1200, 1600), 'qwen2-vl', 700).token_count} tokens")
+    slider = page.locator("#budget input[type=range]")
+    slider.focus()
+    for _ in range(3):
+        slider.press("ArrowRight")
+    expect(box).to_have_value("703", timeout=STEP_TIMEOUT_MS)
+    _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget((1200, 1600), 'qwen2-vl', 703).token_count} tokens")
+
+
+def _badges(page) -> int:
+    """Gradio's red "Error" badges over outputs (its status tracker's error state)."""
+    return page.locator("#slice-summary, #overlay, #breakdown, #metrics, #notes, #views").get_by_text(
+        "Error", exact=True).count()
+
+
+def test_a_refusal_keeps_the_last_figures_and_its_message_without_error_badges(page, tmp_path):
+    page.get_by_role("tab", name="Slice").click()
+    _upload(page, PORTRAIT)
+    _expect_text(page, "#slice-summary", "1200×1600")
+    page.locator("#use-defaults input").check()  # whatever budget an earlier test left
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="llava-next", exact=True).click()
+    _expect_text(page, "#slice-summary", "llava-next")
+    shown = _expect_plot_title(page, "#overlay", "llava-next")
+    need = _fewest_tokens((1200, 1600), "llava-next")
+
+    box = page.locator("#budget input[type=number]")
+    box.fill(str(need - 1))
+    box.press("Enter")
+    _expect_text(page, "#slice-status", f"Raise the budget to {need}")
+    assert _plot_title(page, "#overlay") == shown  # the last good figure stays …
+    _expect_text(page, "#slice-summary", "llava-next")
+    assert _badges(page) == 0  # … with no "Error" badge over it
+    # Another round trip (the views zip) and the message is still there.
+    page.locator("#export-views").click()
+    expect(page.locator("#figure-files")).to_contain_text("_views", timeout=STEP_TIMEOUT_MS)
+    _expect_text(page, "#slice-status", f"Raise the budget to {need}")
+    assert _badges(page) == 0
+    _shot(page, "21-refusal-kept")
+
+    # A bad upload: the file box is emptied, the reason is under it and says which image is shown.
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image\n")
+    _upload(page, fake)
+    _expect_text(page, "#upload-status", "notes.png")
+    _expect_text(page, "#upload-status", "Still showing the previous image, portrait_photo.jpg")
+    expect(page.locator("#image-upload")).not_to_contain_text("notes.png", timeout=STEP_TIMEOUT_MS)
+    assert _plot_title(page, "#overlay") == shown and _badges(page) == 0
+    _shot(page, "22-bad-upload-kept")
+    box.fill(str(need))
+    box.press("Enter")
+    expect(page.locator("#slice-status")).not_to_contain_text("Raise the budget", timeout=STEP_TIMEOUT_MS)
+
+
+def test_the_exported_html_draws_its_figure_offline(page, tmp_path):
+    page.get_by_role("tab", name="Slice").click()
+    _expect_text(page, "#slice-summary", "tokens")
+    page.locator("#export").click()
+    link = page.locator("#figure-files tr", has_text="_overlay").filter(has_text="html").locator("a").first
+    expect(link).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    with page.expect_download(timeout=STEP_TIMEOUT_MS) as download:
+        link.click()
+    path = tmp_path / "overlay.html"
+    download.value.save_as(path)
+    offline = page.context.new_page()
+    requested = []
+
+    def only_files(route):
+        requested.append(route.request.url)
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            route.abort()
+
+    try:
+        offline.route("**/*", only_files)
+        offline.goto(path.as_uri())
+        expect(offline.locator("#gridvlm-overlay svg.main-svg").first).to_be_attached(timeout=STEP_TIMEOUT_MS)
+        expect(offline.locator("#gridvlm-overlay .shapelayer path").first).to_be_attached(timeout=STEP_TIMEOUT_MS)
+        assert all(url.startswith(("file:", "data:")) for url in requested), requested
+        _shot(offline, "23-offline-html")
+    finally:
+        offline.close()
+
+
+@pytest.mark.slow  # starts and restarts a server of its own
+def test_after_a_server_restart_the_page_asks_for_the_upload_again(page, tmp_path):
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="gridvlm-restart-")
+    log = open(ARTIFACTS / "app-restart.log", "wb")
+    from PIL import Image
+
+    mine = tmp_path / "my-photo.png"  # not an example: a link or the browser's memory cannot bring it back
+    Image.new("RGB", (900, 600), (90, 160, 60)).save(mine)
+    other = page.context.new_page()  # another port, so another origin: a browser memory of its own
+    proc = _serve(port, temp, log)
+    try:
+        other.goto(f"http://127.0.0.1:{port}/")
+        _expect_text(other, "#slice-summary", "tokens")
+        _upload(other, mine)
+        _expect_text(other, "#slice-summary", "900×600")
+        other.locator("#strategy input").click()
+        other.get_by_role("option", name="internvl", exact=True).click()
+        _expect_text(other, "#slice-summary", "internvl")
+        other.wait_for_function("() => { const el = document.querySelector('#share-link textarea, #share-link input');"
+                                " return !!el && el.value.includes('internvl'); }", timeout=STEP_TIMEOUT_MS)
+        _stop(proc)
+        proc = _serve(port, temp, log)
+        budget = other.locator("#budget input[type=number]")  # acting before a reload: told, inline, why
+        budget.fill("1500")
+        budget.press("Enter")
+        _expect_text(other, "#slice-status", "the server restarted")
+        _expect_text(other, "#slice-summary", "internvl")  # what was shown stays
+        other.reload()
+        _expect_text(other, "#page-banner", "server restarted")
+        _expect_text(other, "#page-banner", "my-photo.png")
+        _expect_text(other, "#page-banner", "Upload your image again")
+        expect(other.locator("#strategy input")).to_have_value("internvl", timeout=STEP_TIMEOUT_MS)
+        _expect_text(other, "#slice-summary", "internvl")  # the remembered strategy, planned on the example
+        _shot(other, "24-restart-banner")
+    finally:
+        other.close()
+        _stop(proc)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _boxes_overlap(a: dict, b: dict) -> bool:

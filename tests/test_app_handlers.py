@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 import gridvlm  # noqa: E402
-from gridvlm.app import compare_tab, slice_tab  # noqa: E402
+from gridvlm.app import compare_tab, errors, slice_tab  # noqa: E402
 from gridvlm.app import display as ui  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -73,7 +74,8 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
     expected = gridvlm.plan(ws.size, name)
     assert p == expected
     assert len(_tile_shapes(fig)) == len(expected.tiles)
-    assert f"**{expected.token_count} tokens**" in headline and f"**{len(expected.tiles)} tiles**" in headline
+    assert f"**{ui.count(expected.token_count, 'token')}**" in headline
+    assert f"**{ui.count(len(expected.tiles), 'tile')}**" in headline
     assert _table(rows)["tokens: total"] == str(expected.token_count)
     assert sum(int(v) for k, v in rows if k.startswith("tokens: ") and k != "tokens: total") == expected.token_count
     assert json.loads(Path(json_path).read_text()) == expected.to_dict()
@@ -115,12 +117,28 @@ def test_budget_slider_fits_the_plan_and_leaves_the_defaults(ws):
     assert len(_tile_shapes(fig)) == len(p.tiles)
 
 
-def test_a_budget_no_setting_meets_is_a_readable_error(ws):
+def test_a_budget_no_setting_meets_says_what_would_work(ws):
     with pytest.raises(gridvlm.PlanError) as expected:
         gridvlm.fit_budget(ws.size, "llava-next", 10)
     with pytest.raises(gr.Error) as shown:
         slice_tab.set_budget(ws, "llava-next", 10, ui.params_text("llava-next"))
-    assert _error_message(shown) == str(expected.value)
+    message = _error_message(shown)
+    assert message.startswith(str(expected.value))
+    need = int(re.search(r"Raise the budget to (\d+)", message).group(1))
+    assert gridvlm.fit_budget(ws.size, "llava-next", need).token_count <= need  # enough …
+    with pytest.raises(gridvlm.PlanError):
+        gridvlm.fit_budget(ws.size, "llava-next", need - 1)  # … and the least that is
+    suggested = re.search(r"such as (.*)\.$", message).group(1).split(", ")
+    assert suggested and all(gridvlm.fit_budget(ws.size, name, 10).token_count <= 10 for name in suggested)
+
+
+def test_a_refused_plan_changes_no_output_and_says_why_inline(ws):
+    planned = errors.keep_whole(slice_tab.set_budget, 8)
+    *outputs, status = planned(ws, "llava-next", 10, ui.params_text("llava-next"))
+    assert outputs == [gr.skip()] * 8  # the last good figures, plan and checkbox stay
+    assert status.startswith("⚠️ ") and "Raise the budget to" in status
+    *outputs, status = planned(ws, "llava-next", 4000, ui.params_text("llava-next"))
+    assert outputs[-1] == gridvlm.fit_budget(ws.size, "llava-next", 4000) and status == ""
 
 
 def test_changed_parameters_are_applied(ws):

@@ -40,7 +40,7 @@ def build_compare_tab(ws: gr.State) -> None:
         refused = gr.Markdown(elem_id="compare-refused")
         figure = gr.Plot(label="Small multiples", elem_id="compare-figure")
         table = gr.Dataframe(headers=list(ui.COMPARE_COLUMNS), datatype=["str"] + ["number"] * 8,
-                             interactive=False, label="Strategies (click a header to sort)",
+                             interactive=False, label="Strategies, in the registry's order",
                              elem_id="compare-table")
         scatter = gr.Plot(label="Tokens vs pixels per token", elem_id="compare-scatter")
     inputs = [ws, chosen, use_budget, budget]

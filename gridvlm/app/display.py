@@ -8,6 +8,7 @@ browser.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -194,9 +195,9 @@ def strategy_about(name: str) -> str:
             f"*Budget moves:* {info.budget}.")
 
 
-def params_text(name: str) -> str:
-    """The strategy's defaults as editable JSON, one parameter per line."""
-    defaults = strategy_info(name).defaults
+def params_text(name: str, changed: dict[str, Any] | None = None) -> str:
+    """The strategy's defaults (with the `changed` values in) as editable JSON, one parameter per line."""
+    defaults = {**strategy_info(name).defaults, **(changed or {})}
     if not defaults:
         return "{}"
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in defaults.items()]
@@ -279,6 +280,51 @@ def make_plan(size: tuple[int, int], name: str, params: dict[str, Any], max_toke
     return fit_budget(size, name, int(max_tokens), **params)
 
 
+def smallest_budget(size: tuple[int, int], name: str, params: dict[str, Any], most: int) -> int | None:
+    """The fewest visual tokens `fit_budget` meets for `name` on `size` (bisection, up to `most`); None when the
+    parameters themselves are refused or not even `most` tokens are enough."""
+    def fits(n: int) -> bool:
+        try:
+            fit_budget(size, name, n, **params)
+        except PlanError:
+            return False
+        return True
+
+    try:
+        plan(size, name, **params)
+    except PlanError:
+        return None
+    if not fits(most):
+        return None
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
+
+def budget_advice(size: tuple[int, int], name: str, max_tokens: int, params: dict[str, Any], most: int,
+                  examples: int = 4) -> str:
+    """What would work when `name` cannot meet `max_tokens` on `size`: the budget it needs (searched up to
+    `most`) and a few strategies that do meet it ("" when the parameters, not the budget, are the problem)."""
+    need = smallest_budget(size, name, params, most)
+    if need is None:
+        return ""
+    fitting = []
+    for other in list_strategies():
+        try:
+            fit_budget(size, other, max_tokens)
+        except PlanError:
+            continue
+        fitting.append(other)
+        if len(fitting) == examples:
+            break
+    advice = f"Raise the budget to {need}"
+    if fitting:
+        advice += f", or pick a strategy that fits {count(max_tokens, 'token')}, such as {', '.join(fitting)}"
+    return advice + "."
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Slice tab
 
@@ -293,17 +339,53 @@ def view_captions(p: Plan) -> list[str]:
     return captions
 
 
-def headline(p: Plan, seam_score: float | None = None) -> str:
-    """Markdown: the numbers a user looks for first."""
+def count(n: int, noun: str) -> str:
+    """``"1 tile"``, ``"4 tiles"``: a number and its noun, singular for one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+FULL_COVERAGE = 0.995  # coverage below this (share of the image some view sees) is flagged in the headline
+
+
+def headline(p: Plan, seam_score: float | None = None, coverage: float | None = None) -> str:
+    """Markdown: the numbers a user looks for first. `seam_score` only where the plan has seams (None: none);
+    `coverage` (share of the image some view sees) is flagged when the views leave part of the image out."""
     rows, cols = p.grid
     thumb = f" + global view ({p.thumbnail_position})" if p.thumbnail is not None else ""
     text = (f"**{p.strategy}** on {p.image_size[0]}×{p.image_size[1]}: grid {rows}×{cols}{thumb} · "
-            f"**{len(p.tiles)} tiles** · **{p.num_views} views** · **{p.token_count} tokens**")
+            f"**{count(len(p.tiles), 'tile')}** · **{count(p.num_views, 'view')}** · "
+            f"**{count(p.token_count, 'token')}**")
     if p.text_tokens:
-        text += f" (+{p.text_tokens} text tokens)"
+        text += f" (+{count(p.text_tokens, 'text token')})"
     if seam_score is not None:
         text += f" · seam score {seam_score:.3f}"
+    if coverage is not None and coverage < FULL_COVERAGE:
+        text += f" · ⚠️ **the views see only {coverage:.0%} of the image**"
     return text
+
+
+def legend_markdown(p: Plan, has_seams: bool) -> str:
+    """What the overlay's marks mean, for the marks this plan's overlay has."""
+    parts = ["coloured outlines: the tiles (label: row,col · tokens; hover a tile for its numbers"
+             + ("; labels are left out where tiles are too small to hold them" if dense_labels(p) else "") + ")"]
+    if any(v.padding > 0 for v in p.views):
+        parts.append("grey: padding, input pixels the encoder gets that are not image")
+    if p.thumbnail is not None:
+        parts.append("dashed black frame: the global view, the whole image at low resolution")
+    token = strategy_info(p.strategy).row_break_token
+    if token is not None:
+        parts.append(f"dark ◀ markers: the row-break token {token} the prompt writes after each row of tokens")
+    if has_seams:
+        parts.append("seams, the borders between tiles: pale yellow cuts little, dark red cuts text or edges "
+                     "(colour bar: energy, 1 = the image's average)")
+    return "**Legend.** " + "; ".join(parts) + "."
+
+
+def dense_labels(p: Plan) -> bool:
+    """Whether some tile of `p` is drawn without its full label (see `gridvlm.viz.tile_label`)."""
+    from ..viz import tile_label
+
+    return any(tile_label(t, p.image_size) != tile_label(t, None) for t in p.tiles)
 
 
 def notes_markdown(p: Plan) -> str:
@@ -388,7 +470,12 @@ def compare(ws: Workspace, names: list[str], max_tokens: int | None) -> Comparis
 def refused_markdown(refused: list[Refusal]) -> str:
     if not refused:
         return ""
-    return "**Cannot meet the budget:**\n" + "\n".join(f"- {r.strategy}: {r.reason}" for r in refused)
+    return "**Cannot meet the budget:**\n" + "\n".join(f"- {_without_name(r.reason, r.strategy)}" for r in refused)
+
+
+def _without_name(reason: str, name: str) -> str:
+    """A refusal under its strategy's name, without the name said twice ("llava-next: llava-next cannot …")."""
+    return reason if reason.startswith(name) else f"{name}: {reason}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -560,3 +647,117 @@ def explanation_markdown(e: Any) -> str:
 
 def _score(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A view of the Slice tab as a link (URL query parameters) or the browser's memory carries it
+
+LINK_KEYS = ("example", "strategy", "budget", "params")  # the query parameters a shared link may carry
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """What the Slice tab shows, in the words a link uses: an example image, a strategy, a budget, parameters."""
+
+    strategy: str = DEFAULT_STRATEGY
+    example: str | None = DEFAULT_IMAGE.stem  # an example's file stem; None: an image the user uploaded
+    max_tokens: int | None = None  # None: the strategy's defaults (no budget)
+    params: dict[str, Any] | None = None  # the parameters changed from the strategy's defaults
+    upload: str | None = None  # the uploaded file's name, when the image is an upload
+
+    def query(self) -> str:
+        """The URL query string (``?strategy=…``) that opens this view; an upload cannot travel in it."""
+        from urllib.parse import urlencode
+
+        values = {"example": self.example or DEFAULT_IMAGE.stem, "strategy": self.strategy}
+        if self.max_tokens is not None:
+            values["budget"] = str(self.max_tokens)
+        if self.params:
+            values["params"] = json.dumps(self.params, separators=(",", ":"))
+        return "?" + urlencode(values)
+
+    @property
+    def image(self) -> Path:
+        """The example's file (the default image for an upload, which the server no longer has)."""
+        return example_path(self.example) if self.example else DEFAULT_IMAGE
+
+    def params_text(self) -> str:
+        """The parameters box for this view: the strategy's defaults with the changed values in."""
+        return params_text(self.strategy, self.params)
+
+
+def example_path(name: str) -> Path:
+    """The example image whose file stem is `name`; PlanError naming the examples for any other name."""
+    for path in EXAMPLES:
+        if path.stem == name:
+            return path
+    raise PlanError(f"there is no example image {name[:60]!r}; the examples are "
+                    f"{', '.join(p.stem for p in EXAMPLES)}")
+
+
+def view_from_query(query: dict[str, str]) -> SliceView | None:
+    """The view a link asks for (None when its query has none of `LINK_KEYS`); PlanError for a value that
+    cannot be shown, saying which and what would work. Absent keys keep the default view's values."""
+    if not any(k in query for k in LINK_KEYS):
+        return None
+    strategy = query.get("strategy", DEFAULT_STRATEGY)
+    if strategy not in list_strategies():
+        raise PlanError(f"the link names a strategy {strategy[:60]!r} gridvlm does not have; pick one from the list")
+    example = query.get("example", DEFAULT_IMAGE.stem)
+    example_path(example)  # PlanError when there is no such example
+    budget = whole(query["budget"], "the link's budget") if query.get("budget") else None
+    changed = parse_params(strategy, query.get("params"))
+    return SliceView(strategy=strategy, example=example, max_tokens=budget, params=changed or None)
+
+
+def example_name(path: str | None) -> str | None:
+    """The stem of the example image whose bytes the file at `path` holds (an example goes through gradio's
+    cache, which keeps its name); None for an upload."""
+    if not path:
+        return None
+    stem = Path(path).stem
+    candidates = [p for p in EXAMPLES if p.name == Path(path).name]
+    if not candidates:
+        return None
+    try:
+        return stem if _digest(path) == _digest(candidates[0]) else None
+    except OSError:
+        return None
+
+
+def _digest(path: str | Path) -> str:
+    stat = os.stat(path)
+    return _digest_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)  # a file is hashed once, not after every plan (stat in the key: a new file)
+def _digest_of(path: str, _mtime_ns: int, _size: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_view(ws: Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
+                 params_json: str) -> SliceView:
+    """The view the Slice tab's controls describe (the parameters only where they are this strategy's)."""
+    example = example_name(ws.path) if ws is not None else DEFAULT_IMAGE.stem
+    try:
+        changed = parse_params(strategy, params_json)
+    except PlanError:
+        changed = {}
+    if not set(changed) <= set(strategy_info(strategy).params):
+        changed = {}
+    return SliceView(strategy=strategy, example=example, max_tokens=None if use_defaults else whole(max_tokens),
+                     params=changed or None, upload=None if example or ws is None else Path(ws.path).name)
+
+
+def share_note(view: SliceView) -> str:
+    """Markdown beside the link: what it opens, and what it cannot carry."""
+    if view.upload:
+        return (f"A link cannot carry an uploaded image: this one opens **{view.strategy}** with these settings on "
+                f"the example *{view.image.stem}*; whoever opens it uploads **{view.upload}** themselves.")
+    return f"Opens *{view.image.stem}* with **{view.strategy}** and these settings."

@@ -4,6 +4,10 @@
 too deeply (RecursionError) and any other failure into a `gr.Error` with a sentence, and remembers the sentence
 for the user's session; `show_status` (wired with ``event.failure``) writes it into the tab's inline status, where it
 stays after the toast is gone, and `clear_status` (``event.success``) empties it again.
+
+`keep_whole` raises nothing at all: a failed event leaves every output as it was and returns the sentence into an
+inline status, so gradio paints no "Error" badge over the last good figures (the Slice tab). Sentences are `plain`:
+no exception class names, no library text in parentheses.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import threading
 from collections import OrderedDict
 
@@ -29,7 +34,7 @@ _LOCK = threading.Lock()
 def message_for(exc: BaseException) -> str:
     """The sentence a user reads for `exc`."""
     if isinstance(exc, (GridVLMError, MissingExtra)):  # bad input, or a feature whose extra is not installed
-        return str(exc)
+        return plain(str(exc))
     if isinstance(exc, MemoryError):
         return ("the server ran out of memory for this request; nothing was changed. Ask for less: a smaller "
                 "token budget, fewer or smaller tiles, a shorter max_seq_len or fewer images.")
@@ -37,9 +42,17 @@ def message_for(exc: BaseException) -> str:
         return "the input is nested too deeply to read; write a flat JSON object such as {\"max_tiles\": 6}."
     if isinstance(exc, OverflowError):
         return f"a number is too large to compute with ({exc}); use a value within the documented range."
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return (f"the server could not do this ({type(exc).__name__}{': ' + text if text else ''}). Your inputs are "
-            "unchanged; try other values, or upload the image again.")
+    return ("the server could not do this (the details are in its log). Your inputs are unchanged; try other "
+            "values, or upload the image again.")
+
+
+# "(OSError: image file is truncated (0 bytes not processed))": the library's own words, for a log, not a page
+_LIBRARY_DETAIL = re.compile(r"\s*\((?:[A-Za-z_.]*(?:Error|Exception|Warning))\b[^()]*(?:\([^()]*\)[^()]*)*\)")
+
+
+def plain(text: str) -> str:
+    """`text` without the exception class and library text that a message may carry in parentheses."""
+    return _LIBRARY_DETAIL.sub("", text)
 
 
 def for_people(fn):
@@ -69,11 +82,44 @@ def _readable(exc: BaseException) -> Exception:
     if isinstance(exc, gr.Error):
         _remember(exc.message)
         return exc
-    if not isinstance(exc, (GridVLMError, MissingExtra)):
-        log.exception("handler failed", exc_info=exc)
-    text = message_for(exc)
+    text = sentence(exc)
     _remember(text)
     return gr.Error(text, duration=None, print_exception=False)
+
+
+def sentence(exc: BaseException) -> str:
+    """The sentence for `exc` (a gr.Error's own message); a failure that is not the user's mistake is logged."""
+    if isinstance(exc, gr.Error):
+        return plain(exc.message)
+    if not isinstance(exc, (GridVLMError, MissingExtra)):
+        log.exception("handler failed", exc_info=exc)
+    return message_for(exc)
+
+
+def warning(text: str) -> str:
+    """Markdown for an inline status: the sentence, marked."""
+    return f"⚠️ {text}"
+
+
+def keep_whole(fn, outputs: int):
+    """`fn` (returning `outputs` values, or one gr.skip()) for an event whose last output is an inline status.
+
+    Success: `fn`'s values and an emptied status. Failure of any kind: every output left as it is (gr.skip())
+    and the sentence in the status. Nothing is raised, so gradio paints no "Error" badge over the outputs: the
+    last good figures stay, with the message beside them until the next success replaces it. A single gr.skip()
+    from `fn` leaves the status too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the page must get a sentence, whatever failed
+            return (*[gr.skip()] * outputs, warning(sentence(exc)))
+        if isinstance(result, type(gr.skip())):
+            return result
+        return (*(result if isinstance(result, tuple) else (result,)), "")
+
+    return wrapper
 
 
 def _remember(text: str) -> None:
@@ -108,7 +154,7 @@ def last_error(session_hash: str | None) -> str:
 def show_status(request: gr.Request = None) -> str:
     """Markdown for a tab's inline status after a failed event: the sentence the toast showed."""
     text = last_error(getattr(request, "session_hash", None))
-    return f"⚠️ {text}" if text else "⚠️ That did not work; see the message at the top right."
+    return warning(text or "That did not work; see the message at the top right.")
 
 
 def clear_status() -> str:

@@ -6,8 +6,13 @@ Handlers are module-level functions of plain values (tests call them directly); 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
+import logging
+import uuid
+import zipfile
 from typing import Any
 
 import gradio as gr
@@ -19,9 +24,11 @@ from gridvlm import limits
 
 from . import display as ui
 from . import serving
-from .errors import for_people, session_id, with_status
+from .errors import for_people, keep_whole, sentence, session_id, warning
 
 MAX_BUDGET = 16384  # slider maximum, visual tokens
+SERVER_START = uuid.uuid4().hex  # this server process; a page that remembers another one outlived a restart
+log = logging.getLogger("gridvlm.app")
 
 
 def _export(name: str, data: bytes) -> str:
@@ -43,14 +50,21 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     if ws is None:
         raise gridvlm.ImageError(ui.NO_IMAGE)
     params = ui.parse_params(strategy, params_json)
-    p = ui.make_plan(ws.size, strategy, params, None if use_defaults else ui.whole(max_tokens, "max visual tokens"))
+    budget = None if use_defaults else ui.whole(max_tokens, "max visual tokens")
+    try:
+        p = ui.make_plan(ws.size, strategy, params, budget)
+    except gridvlm.PlanError as exc:
+        advice = ui.budget_advice(ws.size, strategy, budget, params, MAX_BUDGET) if budget is not None else ""
+        raise gridvlm.PlanError(f"{exc}. {advice}" if advice else str(exc)) from None
     limits.check_plan_size(p)  # one shape per view in the overlay
     seams = metrics.seam_energy(ws.preview, p)
+    seam_score = seams.score if seams.segments else None  # no seams, no score
+    plan_metrics = metrics.plan_metrics(p)
     return (
         viz.plan_figure(p, image=ws.preview, seams=seams, show_windows=show_windows),
-        ui.headline(p, seams.score),
+        ui.headline(p, seam_score, plan_metrics["coverage"]),
         viz.token_breakdown_figure(p),
-        ui.metrics_rows(p, metrics.plan_metrics(p), seams.score),
+        ui.metrics_rows(p, plan_metrics, seam_score),
         ui.notes_markdown(p),
         _export(f"{p.strategy}_plan.json", json.dumps(p.to_dict(), indent=2).encode()),
         p,
@@ -108,6 +122,22 @@ def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params
     return (False, *slice_image(ws, strategy, False, max_tokens, params_json, show_windows))
 
 
+def follow_strategy(strategy: str, p: gridvlm.Plan | None) -> tuple:
+    """After the family narrowed the list: the new strategy's description and parameters when the strategy
+    changed; nothing (the user's edited parameters stay) when the shown plan's strategy is still chosen."""
+    if p is not None and p.strategy == strategy:
+        return gr.skip()
+    return describe_strategy(strategy)
+
+
+def replan_if_switched(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
+                       params_json: str, show_windows: bool, p: gridvlm.Plan | None) -> tuple:
+    """`update_plan` after the family narrowed the list, when that changed the strategy (else nothing)."""
+    if p is not None and p.strategy == strategy:
+        return gr.skip()
+    return update_plan(ws, strategy, use_defaults, max_tokens, params_json, show_windows)
+
+
 def choose_family(family: str, p: gridvlm.Plan | None) -> dict:
     """The strategy list narrowed to one family (or all); the shown plan's strategy stays when it is in the family.
 
@@ -124,46 +154,229 @@ def export_figure(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[str]:
     if ws is None or p is None:
         raise gr.Error("nothing to export yet: upload an image first", print_exception=False)
     fig = viz.plan_figure(p, image=ws.preview, seams=metrics.seam_energy(ws.preview, p))
-    html = _export(f"{p.strategy}_overlay.html", fig.to_html(include_plotlyjs="cdn", div_id="gridvlm-overlay").encode())
+    # plotly.js inside the file (~4.6 MB): the page opens offline, from a mail or a USB stick
+    html = _export(f"{p.strategy}_overlay.html", fig.to_html(include_plotlyjs=True, div_id="gridvlm-overlay").encode())
     try:
         png = _export(f"{p.strategy}_overlay.png", fig.to_image(format="png", scale=2))
-    except Exception as exc:  # noqa: BLE001 - kaleido fails in many ways when no browser is usable
-        gr.Warning(f"PNG export is not available here ({type(exc).__name__}: {exc}). The HTML file is ready, and "
-                   "the camera icon on the figure saves it as PNG from your browser.")
+    except Exception:  # noqa: BLE001 - kaleido fails in many ways when no browser is usable
+        log.info("PNG export failed", exc_info=True)
+        gr.Warning("PNG export is not available on this server (it needs kaleido and Chrome or Chromium). The "
+                   "HTML file is ready, and the camera icon on the figure saves it as PNG from your browser.")
         return [html]
     return [html, png]
 
 
+@for_people
+def export_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> str:
+    """The views as the gallery shows them (fast path, within 2/255 of exact), PNG files in one zip, named by
+    sequence index and grid position: ``view00_global.png``, ``view01_r0c0.png``, …"""
+    if ws is None or p is None:
+        raise gridvlm.ImageError(ui.NO_IMAGE)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNG is compressed already
+        for view, image in zip(p.views, pixels.views(ws.source, p, exact=False)):
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            zf.writestr(view_file_name(view), png.getvalue())
+    return _export(f"{p.strategy}_views.zip", buf.getvalue())
+
+
+def view_file_name(view: gridvlm.Tile, suffix: str = "png") -> str:
+    where = "global" if view.is_thumbnail else f"r{view.row}c{view.col}"
+    return f"view{view.index:02d}_{where}.{suffix}"
+
+
+def legend_for(p: gridvlm.Plan | None) -> str:
+    """The overlay's legend for the shown plan."""
+    return "" if p is None else ui.legend_markdown(p, bool(metrics.seam_lines(p)))
+
+
+def show_views_once(ws: ui.Workspace | None, p: gridvlm.Plan | None, shown: tuple | None) -> tuple:
+    """`show_views`, unless the gallery already shows this plan of this image (a refused event left both as they
+    were): then nothing is resampled or sent. Returns the gallery and what it now shows."""
+    key = None if ws is None or p is None else (ws.path, p)
+    if shown is not None and key == shown:
+        return gr.skip()
+    return named_views(p, show_views(ws, p)), key
+
+
+def named_views(p: gridvlm.Plan | None, gallery: list[tuple[Any, str]]) -> list[tuple[str, str]]:
+    """The gallery's images as JPEG files named by sequence index and grid position (``view00_global.jpg``), so
+    that a view downloaded from the gallery keeps its place in the plan in its name."""
+    named = []
+    for view, (image, caption) in zip(p.views if p is not None else (), gallery):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        named.append((_export(view_file_name(view, "jpg"), buf.getvalue()), caption))
+    return named
+
+
+def take_upload(path: str | None, shown: ui.Workspace | None, strategy: str, use_defaults: bool,
+                max_tokens: float, params_json: str, show_windows: bool = False) -> tuple:
+    """`upload` for the page: the new image and its plan, or — when the file or its plan is refused — everything
+    left as it was, the file box emptied (it must not name a file whose plan is not shown) and the reason under it,
+    saying which image is still shown. Outputs: the workspace, the Slice outputs, the file box, its status, the
+    plan's status."""
+    try:
+        result = upload(path, strategy, use_defaults, max_tokens, params_json, show_windows)
+    except Exception as exc:  # noqa: BLE001 - upload raised a readable gr.Error
+        from pathlib import Path
+
+        still = f" Still showing the previous image, {Path(shown.path).name}." if shown is not None else ""
+        return (*[gr.skip()] * 8, None, warning(sentence(exc) + still), gr.skip())
+    if isinstance(result, type(gr.skip())):
+        return result
+    return (*result, gr.skip(), "", "")
+
+
+def remember_view(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
+                  params_json: str) -> tuple[dict, str, str]:
+    """After a plan is shown: what the browser keeps (the view and this server's start id), the link's query
+    and the note beside it."""
+    view = ui.current_view(ws, strategy, use_defaults, max_tokens, params_json)
+    return {"server": SERVER_START, **dataclasses.asdict(view)}, view.query(), ui.share_note(view)
+
+
+def restored_view(query: dict[str, str], saved: dict | None) -> tuple[ui.SliceView, str]:
+    """The view a page opens with, and the banner above it ("" for none): the link's view when the URL asks for
+    one; else the view this browser showed last, whose uploaded image the server no longer has (the server
+    restarted, or the page closed and its upload was deleted) — the banner asks for it again."""
+    try:
+        linked = ui.view_from_query(query)
+    except gridvlm.GridVLMError as exc:
+        return ui.SliceView(), warning(f"This link's view cannot be shown: {ui_sentence(exc)} Showing the default "
+                                       "view instead.")
+    if linked is not None:
+        return linked, ""
+    view = _saved_view(saved)
+    if view is None:
+        return ui.SliceView(), ""
+    if not view.upload:
+        return view, ""
+    why = ("the server restarted since this page was last open" if saved.get("server") != SERVER_START
+           else "the page was closed, and its upload with it")
+    return view, (f"⚠️ **Upload your image again:** {why}, so the server no longer has **{view.upload}**. "
+                  f"Your strategy and settings are back; until you upload, they are shown on the example "
+                  f"*{view.image.stem}*.")
+
+
+def ui_sentence(exc: BaseException) -> str:
+    text = sentence(exc)
+    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _saved_view(saved: Any) -> ui.SliceView | None:
+    """The view a browser kept, when it is one this server can show (the browser's memory is the user's input)."""
+    if not isinstance(saved, dict) or not saved.get("strategy"):
+        return None
+    upload = str(saved["upload"])[:200] if saved.get("upload") else None
+    try:
+        view = ui.view_from_query({"strategy": str(saved["strategy"]),
+                                   "example": str(saved.get("example") or ui.DEFAULT_IMAGE.stem),
+                                   "budget": str(saved.get("max_tokens") or ""),
+                                   "params": json.dumps(saved["params"]) if saved.get("params") else ""})
+    except (TypeError, ValueError):  # GridVLMError is a ValueError
+        return None
+    return dataclasses.replace(view, example=None if upload else view.example, upload=upload)
+
+
+def open_page(image_path: str | None, saved: dict | None, request: gr.Request = None) -> tuple:
+    """The page's first event: the view its link (or the browser's memory) asks for, planned, with every control
+    set to that view and enabled only now, so nothing can be changed before the controls and the plan agree.
+    When that view's plan is refused, the default view instead, and the banner says why."""
+    query = dict(request.query_params) if request is not None else {}
+    view, banner = restored_view(query, saved)
+    try:
+        shown = upload(str(view.image), view.strategy, view.max_tokens is None, view.max_tokens or 2048,
+                       view.params_text())
+    except Exception as exc:  # noqa: BLE001 - upload raised a readable gr.Error
+        banner = warning(f"This view cannot be shown: {ui_sentence(exc)} Showing the default view instead.")
+        view = ui.SliceView()
+        shown = None
+    status = ""
+    if shown is None:
+        try:
+            shown = upload(str(view.image), view.strategy, True, 2048, view.params_text())
+        except Exception as exc:  # noqa: BLE001 - the controls must come on whatever happens (the disk is full …)
+            shown, status = [gr.skip()] * 8, warning(sentence(exc))
+    on = dict(interactive=True)
+    image = gr.update(value=str(view.image), **on) if view.image != ui.DEFAULT_IMAGE else gr.update(**on)
+    controls = (
+        image,
+        gr.update(**on),  # family
+        gr.update(value=view.strategy, **on),
+        gr.update(value=view.max_tokens is None, **on),
+        gr.update(value=view.max_tokens or 2048, **on),
+        gr.update(value=view.params_text(), **on),
+        gr.update(**on),  # show windows
+        gr.update(**on),  # apply
+        gr.update(visible=True),  # the examples
+    )
+    return (*controls, ui.strategy_about(view.strategy), ui.params_help(view.strategy), banner, *shown, status)
+
+
+# Enter in the budget's number box applies it, and so does letting go of an arrow key on the slider: gradio's
+# slider applies a budget on "release", which only a pointer (or leaving the number box) sends.
+BUDGET_KEYS_JS = """() => {
+  const keys = ['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End'];
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.target.matches && e.target.matches('#budget input[type=number]')) e.target.blur();
+  }, true);
+  document.addEventListener('keyup', (e) => {
+    if (keys.includes(e.key) && e.target.matches && e.target.matches('#budget input[type=range]'))
+      e.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
+  }, true);
+}"""
+# The link's address is the page's own (behind a proxy the server does not know it); the server adds the query.
+LINK_JS = "(query) => query ? window.location.origin + window.location.pathname + query : ''"
+
+
 def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None:
-    """The Slice tab; call inside `demo` (its load event plans the default image) with the user's image and plan
-    states, which this tab fills."""
+    """The Slice tab; call inside `demo` (its load event opens the linked or remembered view) with the user's
+    image and plan states, which this tab fills.
+
+    Every control starts disabled and the page's first event enables it together with the plan it shows, so
+    nothing can be changed before the controls and the plan agree. A refused event changes no output: the last
+    good figures stay, and the reason shows inline beside the control that caused it (`keep_whole`)."""
+    # Not secret: which example, strategy and budget the page showed; the key must outlive a restart to notice it.
+    remembered = gr.BrowserState(None, storage_key="gridvlm-slice-view", secret="gridvlm-slice-view")
+    views_shown = gr.State(None)  # (upload path, plan) the gallery shows
+    off = dict(interactive=False)
+    banner = gr.Markdown(elem_id="page-banner")  # the server restarted: what the page needs from the user
     with gr.Tab("Slice", id="slice"):
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 image = serving.UploadFile(label="Image", file_types=["image"], type="filepath", value=str(ui.DEFAULT_IMAGE),
-                                elem_id="image-upload", height=120)
-                gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
+                                elem_id="image-upload", height=120, **off)
+                upload_status = gr.Markdown(elem_id="upload-status")  # a refused upload, under the file box
+                examples = gr.Examples([[str(p)] for p in ui.EXAMPLES], inputs=[image], label="Examples")
+                examples.dataset.visible = False  # shown with the controls: a click sets the image box
                 family = gr.Dropdown([ui.ALL_FAMILIES, *gridvlm.list_families()], value=ui.ALL_FAMILIES,
-                                     label="Family", elem_id="family")
+                                     label="Family", elem_id="family", **off)
                 strategy = gr.Dropdown(ui.strategy_choices(ui.ALL_FAMILIES), value=ui.DEFAULT_STRATEGY,
-                                       label="Strategy (type to filter)", elem_id="strategy")
+                                       label="Strategy (type to filter)", elem_id="strategy", **off)
                 about = gr.Markdown(ui.strategy_about(ui.DEFAULT_STRATEGY), elem_id="strategy-about")
                 use_defaults = gr.Checkbox(True, label="Use the strategy's defaults (the reference checkpoint)",
-                                           elem_id="use-defaults")
+                                           elem_id="use-defaults", **off)
                 budget = gr.Slider(1, MAX_BUDGET, value=2048, step=1, label="Max visual tokens",
-                                   info="Moving it fits the plan into this budget (fit_budget)",
-                                   elem_id="budget")
+                                   info="Moving it (or Enter in its box) fits the plan into this budget (fit_budget)",
+                                   elem_id="budget", **off)
+                status = gr.Markdown(elem_id="slice-status")  # a refused plan, kept until the next plan is shown
                 show_windows = gr.Checkbox(False, label="Show the encoder's attention windows (Qwen2.5-VL)",
-                                           elem_id="show-windows")
+                                           elem_id="show-windows", **off)
                 with gr.Accordion("Advanced: the strategy's parameters", open=False):
                     params = gr.Code(ui.params_text(ui.DEFAULT_STRATEGY), language="json", lines=8,
-                                     label="Parameters (JSON)", elem_id="params")
-                    apply = gr.Button("Apply parameters", size="sm")
+                                     label="Parameters (JSON)", elem_id="params", **off)
+                    apply = gr.Button("Apply parameters", size="sm", **off)
                     params_doc = gr.Markdown(ui.params_help(ui.DEFAULT_STRATEGY))
+                link_query = gr.Textbox(visible=False)
+                link = gr.Textbox(label="Link to this view", interactive=False, buttons=["copy"],
+                                  elem_id="share-link")
+                link_note = gr.Markdown(elem_id="share-note")
             with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="slice-status")  # what went wrong, kept after the toast is gone
                 summary = gr.Markdown(elem_id="slice-summary")
                 overlay = gr.Plot(label="Tiles on the image", elem_id="overlay")
+                legend = gr.Markdown(elem_id="overlay-legend")
                 views = gr.Gallery(label="Views as the encoder sees them", columns=7, height=300,
                                    object_fit="contain", format="jpeg", elem_id="views")
                 with gr.Row():
@@ -178,24 +391,42 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                 with gr.Row(equal_height=True):
                     plan_json = gr.DownloadButton("Download the plan (JSON)", size="sm", elem_id="download-json")
                     make_files = gr.Button("Export the figure (HTML + PNG)", size="sm", elem_id="export")
-                figure_files = gr.File(label="Figure files", file_count="multiple", height=90,
-                                       elem_id="figure-files")
+                    make_zip = gr.Button("Download the views (zip)", size="sm", elem_id="export-views")
+                file_status = gr.Markdown(elem_id="export-status")
+                figure_files = gr.File(label="Files", file_count="multiple", height=90, elem_id="figure-files")
 
     slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
     knobs = [strategy, use_defaults, budget, params, show_windows]
-    family.input(choose_family, [family, plan_state], strategy)
+    planned = keep_whole(update_plan, len(slice_out))
+    to_budget = keep_whole(set_budget, len(slice_out) + 1)
+    replan = dict(fn=planned, inputs=[ws, *knobs], outputs=[*slice_out, status], **serving.CPU)
+    opened = demo.load(open_page, [image, remembered],
+                       [image, family, strategy, use_defaults, budget, params, show_windows, apply,
+                        examples.dataset, about,
+                        params_doc, banner, ws, *slice_out, status], **serving.CPU)
+    demo.load(None, js=BUDGET_KEYS_JS)
     for event in (
-        image.change(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
-        demo.load(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
-        strategy.change(describe_strategy, strategy, [about, params, params_doc], queue=False,
-                        show_progress="hidden").then(update_plan, [ws, *knobs], slice_out, **serving.CPU),
-        use_defaults.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
-        budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out],
+        opened,
+        image.change(take_upload, [image, ws, *knobs], [ws, *slice_out, image, upload_status, status],
+                     **serving.CPU),
+        # .input, not .change: the page's first event sets the strategy (and its parameters) itself
+        strategy.input(describe_strategy, strategy, [about, params, params_doc], queue=False,
+                       show_progress="hidden").then(**replan),
+        family.input(choose_family, [family, plan_state], strategy).then(
+            follow_strategy, [strategy, plan_state], [about, params, params_doc], queue=False,
+            show_progress="hidden").then(keep_whole(replan_if_switched, len(slice_out)), [ws, *knobs, plan_state],
+                                         [*slice_out, status], **serving.CPU),
+        use_defaults.input(**replan),
+        budget.release(to_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out, status],
                        **serving.CPU),
-        apply.click(update_plan, [ws, *knobs], slice_out, **serving.CPU),
-        show_windows.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
+        apply.click(**replan),
+        show_windows.input(**replan),
     ):
-        with_status(event, status)
-        with_status(event.success(show_views, [ws, plan_state], views, **serving.CPU), status)
+        event.success(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
+                      **serving.CPU)
         event.success(why_this_grid, plan_state, why, queue=False, show_progress="hidden")
-    with_status(make_files.click(export_figure, [ws, plan_state], figure_files, **serving.CPU), status)
+        event.success(legend_for, plan_state, legend, queue=False, show_progress="hidden")
+        event.success(remember_view, [ws, *knobs[:4]], [remembered, link_query, link_note], queue=False,
+                      show_progress="hidden").then(None, link_query, link, js=LINK_JS)
+    make_files.click(keep_whole(export_figure, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
+    make_zip.click(keep_whole(export_views, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
