@@ -34,6 +34,7 @@ def build_demo(budget: limits.Limits | None = None) -> gr.Blocks:
     _writable_temp_dir()
     budget = limits.configure(budget or limits.Limits.from_env())
     display.IMAGES.max_bytes = budget.image_cache_bytes
+    serving.ships(display.EXAMPLES)  # gradio's copies of them are shared, never deleted with a session
     ttl = budget.state_ttl_s
     with gr.Blocks(title="gridvlm — how VLMs slice images", delete_cache=(600, ttl + 600)) as demo:
         ws = gr.State(None, time_to_live=ttl)
