@@ -5,14 +5,13 @@
 Steps, each timed from the user's action to the figures redrawn in the page (median of N runs, ms):
 - upload of a 5120×2880 photo (bench/photos/shell_5120x2880.jpg) → overlay redrawn, and → views gallery filled;
 - strategy switch (llava-next → internvl and back) → overlay redrawn with the new plan;
-- Compare of all strategies (the Compare button) → small multiples, table and scatter redrawn;
-- Pack of the examples (the Pack button) → packed sequences, mask and packing-vs-tiling redrawn.
+- Compare of all strategies (opening the tab, then the Compare button) → small multiples, table and scatter shown;
+- Pack of the examples (opening the tab, then the Pack button) → packed sequences, mask, table, figures shown.
 
 The clock starts in the page, at the DOM event of the action (the file input's ``change``, the ``pointerdown`` on
-an option or button), and stops at the first animation frame after every watched plotly figure has been given new
-data by gradio (``el.data`` is a new array: gradio calls ``Plotly.react`` on the same element) and the step's own
-condition holds (the headline names the photo's size, the overlay's title the new strategy, the table has every
-row). No sleeps: the page checks the condition on every frame. Browser and server share this machine's cores, as
+an option, tab or button), and stops at the first animation frame after every watched output is done (see `ARM`)
+and the step's own condition holds (the headline names the photo's size, the overlay's title the new strategy,
+the small multiples hold every strategy). No sleeps: the page checks the condition on every frame. Browser and server share this machine's cores, as
 they would for a user running the app locally; the load average is printed with the table.
 
 Also printed: the JSON size of what each event sends (the figures as gradio serialises them), measured in process.
@@ -45,19 +44,28 @@ TARGETS_MS = {"upload → overlay": 1000, "switch → overlay": 500, "Compare (a
 STEP_TIMEOUT_MS = 120_000  # bounds a failure only
 
 # Arms a watch: the clock starts at the first `start` event (capture phase, anywhere in the page) and stops at the
-# first animation frame at which every plot in `plots` has new data and `check` (a JS expression) is true.
-ARM = """({start, plots, check, marks}) => {
+# first animation frame at which every output in `outputs` is done and `check` (a JS expression) is true. An output
+# is done when its plotly figure has new data (gradio calls Plotly.react on the same element), or when gradio's
+# progress overlay on it was shown and is hidden again (the event ended; a figure equal to the one shown is not
+# redrawn, since gradio's value did not change).
+ARM = """({start, outputs, check}) => {
     const plotOf = sel => document.querySelector(sel + ' .js-plotly-plot');
-    const old = plots.map(sel => { const el = plotOf(sel); return el ? el.data : undefined; });
-    const w = window.__bench = {t0: null, t1: null, marks: {}};
+    const busy = sel => { const t = document.querySelector(sel + ' [data-testid=status-tracker]');
+                          return !!t && !t.classList.contains('hide'); };
+    const old = outputs.map(sel => { const el = plotOf(sel); return el ? el.data : undefined; });
+    const seenBusy = outputs.map(() => false);
+    const w = window.__bench = {t0: null, t1: null};
     const test = new Function('return (' + check + ');');
     addEventListener(start, () => { if (w.t0 === null) w.t0 = performance.now(); }, {capture: true, once: true});
-    const fresh = (sel, k) => { const el = plotOf(sel); return !!el && !!el.data && el.data !== old[k]; };
+    const done = (sel, k) => {
+        const el = plotOf(sel);
+        if (el && el.data && el.data !== old[k]) return true;
+        if (busy(sel)) { seenBusy[k] = true; return false; }
+        return seenBusy[k];
+    };
     const frame = () => {
         if (w.t0 !== null) {
-            for (const [name, sel] of Object.entries(marks || {}))
-                if (!(name in w.marks) && fresh(sel, plots.indexOf(sel))) w.marks[name] = performance.now() - w.t0;
-            let ok = plots.every(fresh);
+            let ok = outputs.map(done).every(Boolean);
             if (ok) { try { ok = !!test(); } catch (e) { ok = false; } }
             if (ok) { requestAnimationFrame(() => { w.t1 = performance.now(); }); return; }
         }
@@ -67,14 +75,24 @@ ARM = """({start, plots, check, marks}) => {
 }"""
 
 
-def _timed(page, action, plots: list[str], check: str = "true", start: str = "pointerdown",
-           marks: dict[str, str] | None = None) -> tuple[float, dict[str, float]]:
-    """ms from the action's DOM event to the frame after the watched plots were redrawn (and `check` holds)."""
-    page.evaluate(ARM, {"start": start, "plots": plots, "check": check, "marks": marks or {}})
+def _wait(page, js: str, what: str) -> None:
+    """Wait until the JS expression `js` holds; on a timeout, a screenshot and the step's name."""
+    try:
+        page.wait_for_function(f"() => {js}", timeout=STEP_TIMEOUT_MS, polling=50)
+    except Exception as exc:  # noqa: BLE001 - playwright's TimeoutError, named with the step
+        shot = Path(tempfile.gettempdir()) / "gridvlm-bench-browser-failure.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise SystemExit(f"{what}: no result within {STEP_TIMEOUT_MS / 1000:.0f} s ({exc.__class__.__name__}); "
+                         f"state {page.evaluate('() => window.__bench')}, screenshot {shot}") from None
+
+
+def _timed(page, action, outputs: list[str], check: str = "true", start: str = "pointerdown") -> float:
+    """ms from the action's DOM event to the frame after the watched outputs were done (and `check` holds)."""
+    page.evaluate(ARM, {"start": start, "outputs": outputs, "check": check})
     action()
-    page.wait_for_function("() => window.__bench.t1 !== null", timeout=STEP_TIMEOUT_MS, polling=50)
+    _wait(page, "window.__bench.t1 !== null", f"the watch on {', '.join(outputs)} ({check})")
     w = page.evaluate("() => window.__bench")
-    return w["t1"] - w["t0"], w["marks"]
+    return w["t1"] - w["t0"]
 
 
 def _set_image(page, path: Path) -> None:
@@ -97,6 +115,15 @@ def _title_starts(sel: str, text: str) -> str:
 
 def _views_count(n: int) -> str:
     return f"document.querySelectorAll('#views img').length === {n}"
+
+
+def _compare_shown(n: int) -> str:
+    """The small multiples hold `n` cells (one title each) and the table shows its first rows (it draws only the
+    rows in view, so they are not counted)."""
+    return ("(() => { const el = document.querySelector('#compare-figure .js-plotly-plot'); "
+            "const rows = document.querySelectorAll('#compare-table tbody tr'); "
+            "return !!el && !!el.layout && (el.layout.annotations || []).filter(a => a.xref === 'paper').length "
+            f">= {n} && rows.length > 0; }})()")
 
 
 def _choose(page, strategy: str) -> None:
@@ -147,38 +174,36 @@ def run(url: str, repeats: int) -> dict[str, list[float]]:
             page = context.new_page()
             page.set_default_timeout(STEP_TIMEOUT_MS)
             page.goto(url)
-            page.wait_for_function(f"() => {_headline_has('llava-next')}", timeout=STEP_TIMEOUT_MS)
+            _wait(page, _headline_has("llava-next"), "the page's first plan")
             for k in range(repeats + 1):  # run 0 warms up (plotly.js loaded, caches filled) and is not counted
                 keep = k > 0
                 # upload: the other photo first (untimed) so that each timed upload changes the image
                 _set_image(page, OTHER)
-                page.wait_for_function(f"() => {_headline_has('%d×%d' % other.image_size)} && "
-                                       f"{_views_count(other.num_views)}",
-                                       timeout=STEP_TIMEOUT_MS)
-                ms, _ = _timed(page, lambda: _set_image(page, PHOTO), ["#overlay"], _headline_has(f"{w}×{h}"),
+                _wait(page, f"{_headline_has('%d×%d' % other.image_size)} && {_views_count(other.num_views)}",
+                      "the other photo's plan and views")
+                ms = _timed(page, lambda: _set_image(page, PHOTO), ["#overlay"], _headline_has(f"{w}×{h}"),
                                start="change")
                 keep and add("upload → overlay", ms)
-                page.wait_for_function(f"() => {_views_count(big.num_views)}", timeout=STEP_TIMEOUT_MS)
+                _wait(page, _views_count(big.num_views), "the photo's views")
                 for old, new in (("llava-next", "internvl"), ("internvl", "llava-next")):
                     n_views = gridvlm.plan((w, h), new).num_views
-                    ms, _ = _timed(page, lambda: _choose(page, new), ["#overlay"],
+                    ms = _timed(page, lambda: _choose(page, new), ["#overlay"],
                                    _title_starts("#overlay", f"{new} ·"))
                     keep and add("switch → overlay", ms)
-                    page.wait_for_function(f"() => {_views_count(n_views)}", timeout=STEP_TIMEOUT_MS)
-                page.get_by_role("tab", name="Compare").click()
+                    _wait(page, _views_count(n_views), f"{new}'s views")
                 n = len(gridvlm.list_strategies())
-                page.wait_for_function(f"() => document.querySelectorAll('#compare-table tbody tr').length >= {n}",
-                                       timeout=STEP_TIMEOUT_MS)  # the tab's own select event, untimed
-                ms, _ = _timed(page, lambda: page.locator("#compare-run").click(),
-                               ["#compare-figure", "#compare-scatter"],
-                               f"document.querySelectorAll('#compare-table tbody tr').length >= {n}")
-                keep and add("Compare (all strategies)", ms)
-                page.get_by_role("tab", name="Pack").click()
-                page.wait_for_function("() => !!document.querySelector('#pack-versus .js-plotly-plot')",
-                                       timeout=STEP_TIMEOUT_MS)
-                ms, _ = _timed(page, lambda: page.locator("#pack-run").click(),
-                               ["#pack-figure", "#mask-figure", "#pack-versus"])
-                keep and add("Pack (the examples)", ms)
+                compare_out = ["#compare-figure", "#compare-table", "#compare-scatter"]
+                pack_out = ["#pack-figure", "#mask-figure", "#pack-table", "#pack-versus"]
+                for step, click, outputs, check in (
+                        ("Compare tab opened (all strategies)", page.get_by_role("tab", name="Compare").click,
+                         compare_out, _compare_shown(n)),
+                        ("Compare (all strategies)", page.locator("#compare-run").click, compare_out,
+                         _compare_shown(n)),
+                        ("Pack tab opened (the examples)", page.get_by_role("tab", name="Pack").click, pack_out,
+                         "true"),
+                        ("Pack (the examples)", page.locator("#pack-run").click, pack_out, "true")):
+                    ms = _timed(page, click, outputs, check)
+                    keep and add(step, ms)
                 page.get_by_role("tab", name="Slice").click()
             context.close()
     finally:

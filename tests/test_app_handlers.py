@@ -98,8 +98,8 @@ def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
     assert max(ws.preview.size) <= ui.PREVIEW_SIDE
     assert p == gridvlm.plan((2400, 1600), "llava-next")
     assert "2400×1600" in headline
-    [trace] = [t for t in fig.data if t.type == "image"]
-    drawn = Image.open(io.BytesIO(base64.b64decode(trace.source.split(",", 1)[1])))
+    [image] = fig.layout.images
+    drawn = Image.open(io.BytesIO(base64.b64decode(image.source.split(",", 1)[1])))
     assert max(drawn.size) <= ui.PREVIEW_SIDE  # the overlay never carries the full-resolution image
 
 
