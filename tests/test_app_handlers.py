@@ -90,6 +90,14 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
     assert [caption for _, caption in gallery] == ui.view_captions(expected)
 
 
+@pytest.mark.parametrize("name", ["llava-1.5", "llava-next", "internvl"])
+def test_the_gallery_label_counts_its_views(ws, name):
+    p = gridvlm.plan(ws.size, name)
+    update = slice_tab.show_counted_views(ws, p)
+    assert len(update["value"]) == p.num_views
+    assert update["label"].startswith(f"{p.num_views} view{'s' if p.num_views != 1 else ''} as the encoder")
+
+
 def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
     path = tmp_path / "big.jpg"
     _photo_like((2400, 1600)).save(path, quality=90)

@@ -277,14 +277,14 @@ def test_cpu_and_model_events_share_one_limit_each():
     demo = build_demo(Limits())
     seen = set()
     for fn in demo.fns.values():
-        if fn.name in {"upload", "update_plan", "set_budget", "show_views", "compare",
+        if fn.name in {"upload", "update_plan", "set_budget", "show_counted_views", "compare",
                        "pack_images", "show_mask", "export_figure"}:
             assert (fn.concurrency_id, fn.concurrency_limit) == ("cpu", serving.CPU_CONCURRENCY), fn.name
             seen.add(fn.name)
         if fn.name in {"respond", "load_model", "show_attention"}:
             assert (fn.concurrency_id, fn.concurrency_limit) == ("model", serving.MODEL_CONCURRENCY), fn.name
             seen.add(fn.name)
-    assert {"upload", "show_views", "compare", "pack_images", "respond", "load_model"} <= seen
+    assert {"upload", "show_counted_views", "compare", "pack_images", "respond", "load_model"} <= seen
 
 
 # ------------------------------------------------------------------------------------------------ models

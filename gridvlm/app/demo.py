@@ -19,6 +19,7 @@ from gridvlm import limits
 from . import display, errors, serving
 
 MAX_FILE_SIZE = "25mb"  # per upload; larger files are refused by gradio before any handler runs
+CSS = Path(__file__).resolve().parent / "assets" / "app.css"  # phone layout, gallery captions (package data)
 QUEUE_SIZE = 64  # events waiting beyond that are refused with "queue full" rather than piling up
 
 
@@ -84,4 +85,5 @@ def launch(demo: gr.Blocks | None = None) -> None:
         server_port=port,
         share=False,
         max_file_size=MAX_FILE_SIZE,
+        css_paths=[CSS],
     )

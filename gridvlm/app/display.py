@@ -292,6 +292,11 @@ def view_captions(p: Plan) -> list[str]:
     return captions
 
 
+def views_label(p: Plan) -> str:
+    """The gallery's label: how many views it holds (on a narrow screen most of them are below the fold)."""
+    return f"{p.num_views} view{'s' * (p.num_views != 1)} as the encoder sees them, in sequence order"
+
+
 def headline(p: Plan, seam_score: float | None = None) -> str:
     """Markdown: the numbers a user looks for first."""
     rows, cols = p.grid

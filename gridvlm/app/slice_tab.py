@@ -75,6 +75,13 @@ def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[An
 
 
 @for_people
+def show_counted_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> Any:
+    """`show_views` in the gallery, whose label says how many views there are."""
+    views = show_views(ws, p)
+    return gr.update(value=views, label=ui.views_label(p)) if p is not None else views
+
+
+@for_people
 def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: float, params_json: str,
            show_windows: bool = False) -> tuple:
     """A new image (upload or example): decoded once into the user's state, then planned."""
@@ -196,6 +203,6 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
         show_windows.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
     ):
         with_status(event, status)
-        with_status(event.success(show_views, [ws, plan_state], views, **serving.CPU), status)
+        with_status(event.success(show_counted_views, [ws, plan_state], views, **serving.CPU), status)
         event.success(why_this_grid, plan_state, why, queue=False, show_progress="hidden")
     with_status(make_files.click(export_figure, [ws, plan_state], figure_files, **serving.CPU), status)
