@@ -85,5 +85,5 @@ def launch(demo: gr.Blocks | None = None) -> None:
         server_port=port,
         share=False,
         max_file_size=MAX_FILE_SIZE,
-        css_paths=[CSS],
+        head=f"<style>{CSS.read_text()}</style>",  # not css_paths: gradio scopes those under .contain, below the page
     )
