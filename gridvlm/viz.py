@@ -543,7 +543,8 @@ def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
     """
     metrics = [("total_tokens", "total tokens"), ("padding_tokens", "padding tokens"),
                ("attention_cost", "attention cost (q·k pairs)")]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t for _, t in metrics])
+    # titles in two lines: on a phone a panel is ~110 px wide and one-line titles ran into each other
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t.replace(" ", "<br>", 1) for _, t in metrics])
     for k, (name, st) in enumerate(stats.items()):
         data = st.to_dict() if hasattr(st, "to_dict") else dict(st)
         for c, (key, label) in enumerate(metrics, start=1):

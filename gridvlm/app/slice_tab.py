@@ -190,17 +190,20 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
 
     slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
     knobs = [strategy, use_defaults, budget, params, show_windows]
+    # progress on the overlay only: a timer over each of the 7 outputs was redrawn ~10 times a second per output,
+    # work the browser then did while it should have been drawing the figures
+    cpu = dict(**serving.CPU, show_progress_on=overlay)
     family.input(choose_family, [family, plan_state], strategy)
     for event in (
-        image.change(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
-        demo.load(upload, [image, *knobs], [ws, *slice_out], **serving.CPU),
+        image.change(upload, [image, *knobs], [ws, *slice_out], **cpu),
+        demo.load(upload, [image, *knobs], [ws, *slice_out], **cpu),
         strategy.change(describe_strategy, strategy, [about, params, params_doc], queue=False,
-                        show_progress="hidden").then(update_plan, [ws, *knobs], slice_out, **serving.CPU),
-        use_defaults.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
+                        show_progress="hidden").then(update_plan, [ws, *knobs], slice_out, **cpu),
+        use_defaults.input(update_plan, [ws, *knobs], slice_out, **cpu),
         budget.release(set_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out],
-                       **serving.CPU),
-        apply.click(update_plan, [ws, *knobs], slice_out, **serving.CPU),
-        show_windows.input(update_plan, [ws, *knobs], slice_out, **serving.CPU),
+                       **cpu),
+        apply.click(update_plan, [ws, *knobs], slice_out, **cpu),
+        show_windows.input(update_plan, [ws, *knobs], slice_out, **cpu),
     ):
         with_status(event, status)
         with_status(event.success(show_counted_views, [ws, plan_state], views, **serving.CPU), status)
