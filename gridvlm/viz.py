@@ -258,7 +258,7 @@ def _add_view_markers(out: _Overlay, plan: Plan) -> None:
         texts.append(_hover_text(plan.thumbnail, "global view"))
         colors.append("black")
     out.trace(dict(type="scatter", x=xs, y=ys, mode="markers", name="views", hoverinfo="text", text=texts,
-                   marker=dict(size=5, color=colors, symbol="square"), showlegend=False))
+                   marker=dict(size=4, color=colors, symbol="square", opacity=0.4), showlegend=False))
 
 
 WINDOW_COLOR = "rgba(255, 0, 170, 0.9)"
@@ -545,6 +545,7 @@ def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
                ("attention_cost", "attention cost (q·k pairs)")]
     # titles in two lines: on a phone a panel is ~110 px wide and one-line titles ran into each other
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t.replace(" ", "<br>", 1) for _, t in metrics])
+    fig.update_annotations(font_size=12)
     for k, (name, st) in enumerate(stats.items()):
         data = st.to_dict() if hasattr(st, "to_dict") else dict(st)
         for c, (key, label) in enumerate(metrics, start=1):
@@ -556,7 +557,8 @@ def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
                 showlegend=c == 1, hovertemplate=f"{name}<br>{label}: %{{y:,}}<extra></extra>",
             ), row=1, col=c)
     fig.update_layout(title="packing vs padded batch", height=380, margin=dict(l=10, r=10, t=60, b=10),
-                      barmode="group")
+                      barmode="group", legend=dict(orientation="h", y=-0.05, yanchor="top"))  # beside: half a phone
+    fig.update_xaxes(showticklabels=False)  # the legend names the bars; slanted names ran into each other
     return fig
 
 
