@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import gridvlm
+from gridvlm.app import display as ui
 
 pytestmark = pytest.mark.browser
 
@@ -651,3 +652,64 @@ def test_pack_labels_every_segment_and_says_what_the_numbers_mean(page):
         _shot(page, "14-pack-phone")
     finally:
         page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+PHONE = {"width": 390, "height": 844}  # a phone's viewport, CSS px
+PLOT_AREA = """sel => { const r = document.querySelector(sel + ' .js-plotly-plot .nsewdrag');
+                        return r ? r.getBoundingClientRect().width : 0; }"""
+NO_PAGE_OVERFLOW = "() => document.documentElement.scrollWidth <= window.innerWidth"
+# the subplot titles of the figure under a selector that overlap another title (rects of their <text>, in px)
+OVERLAPPING_TITLES = """sel => { const rs = [...document.querySelectorAll(sel + ' .annotation-text, ' + sel + ' .annotation text')]
+                                    .map(e => e.getBoundingClientRect()).filter(r => r.width > 0);
+    const hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+    return rs.filter((a, i) => rs.some((b, j) => i !== j && hit(a, b))).length; }"""
+
+
+@pytest.fixture
+def phone(page, app_url):
+    """A second page of the same browser at a phone's viewport."""
+    small = page.context.new_page()
+    small.set_viewport_size(PHONE)
+    small.set_default_timeout(STEP_TIMEOUT_MS)
+    small.goto(app_url)
+    yield small
+    small.close()
+
+
+def test_on_a_phone_the_overlay_keeps_its_width_and_nothing_overflows(phone):
+    default = gridvlm.plan(gridvlm.image_size(ASSETS / "landscape_photo.jpg"), "llava-next")
+    _expect_text(phone, "#slice-summary", f"{default.token_count} tokens")
+    phone.wait_for_function(f"sel => ({PLOT_AREA})(sel) > 0", arg="#overlay", timeout=STEP_TIMEOUT_MS)
+    assert phone.evaluate(PLOT_AREA, "#overlay") >= 300  # the colour bar sits below, not beside the image
+    expect(phone.locator("#views img")).to_have_count(default.num_views, timeout=STEP_TIMEOUT_MS)
+    _expect_text(phone, "#views", f"{default.num_views} views as the encoder sees them")  # the gallery's label
+    assert phone.evaluate(NO_PAGE_OVERFLOW)
+    _shot(phone, "13-phone-slice")
+
+    phone.get_by_role("tab", name="Compare").click()
+    assert _plotly_traces(phone, "#compare-figure") > 0
+    assert phone.evaluate(OVERLAPPING_TITLES, "#compare-figure") == 0
+    assert phone.evaluate(NO_PAGE_OVERFLOW)
+    _shot(phone, "14-phone-compare")
+
+    phone.get_by_role("tab", name="Pack").click()
+    assert _plotly_traces(phone, "#pack-versus") > 0
+    assert phone.evaluate(OVERLAPPING_TITLES, "#pack-versus") == 0
+    assert phone.evaluate(NO_PAGE_OVERFLOW)
+    _shot(phone, "15-phone-pack")
+
+
+def test_gallery_captions_are_whole_at_1280_px(page, app_url):
+    wide = page.context.new_page()
+    wide.set_viewport_size({"width": 1280, "height": 900})
+    try:
+        wide.goto(app_url)
+        default = gridvlm.plan(gridvlm.image_size(ASSETS / "landscape_photo.jpg"), "llava-next")
+        expect(wide.locator("#views .caption-label")).to_have_count(default.num_views, timeout=STEP_TIMEOUT_MS)
+        cut = wide.evaluate("() => [...document.querySelectorAll('#views .caption-label')]"
+                            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)")
+        assert cut == []
+        shown = wide.locator("#views .caption-label").all_inner_texts()
+        assert shown == ui.view_captions(default)
+    finally:
+        wide.close()

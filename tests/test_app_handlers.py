@@ -92,6 +92,14 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
     assert [caption for _, caption in gallery] == ui.view_captions(expected)
 
 
+@pytest.mark.parametrize("name", ["llava-1.5", "llava-next", "internvl"])
+def test_the_gallery_label_counts_its_views(ws, name):
+    p = gridvlm.plan(ws.size, name)
+    update, _ = slice_tab.show_views_once(ws, p, None)
+    assert len(update["value"]) == p.num_views
+    assert update["label"].startswith(f"{p.num_views} view{'s' if p.num_views != 1 else ''} as the encoder")
+
+
 def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
     path = tmp_path / "big.jpg"
     _photo_like((2400, 1600)).save(path, quality=90)
@@ -100,8 +108,8 @@ def test_upload_decodes_once_and_draws_on_a_preview(tmp_path):
     assert max(ws.preview.size) <= ui.PREVIEW_SIDE
     assert p == gridvlm.plan((2400, 1600), "llava-next")
     assert "2400×1600" in headline
-    [trace] = [t for t in fig.data if t.type == "image"]
-    drawn = Image.open(io.BytesIO(base64.b64decode(trace.source.split(",", 1)[1])))
+    [image] = fig.layout.images
+    drawn = Image.open(io.BytesIO(base64.b64decode(image.source.split(",", 1)[1])))
     assert max(drawn.size) <= ui.PREVIEW_SIDE  # the overlay never carries the full-resolution image
 
 

@@ -196,14 +196,16 @@ def test_an_accepted_upload_clears_both_statuses(ws):
 
 def test_the_gallery_is_not_resampled_for_the_plan_it_shows(ws):
     p = gridvlm.plan(ws.size, "llava-next")
-    gallery, shown = slice_tab.show_views_once(ws, p, None)
+    update, shown = slice_tab.show_views_once(ws, p, None)
+    gallery = update["value"]
+    assert update["label"].startswith(f"{p.num_views} view{'s' if p.num_views != 1 else ''} as the encoder")
     assert [Path(path).name for path, _ in gallery] == [f"view{v.index:02d}_"
                                                         f"{'global' if v.is_thumbnail else f'r{v.row}c{v.col}'}.jpg"
                                                         for v in p.views]
     assert [Image.open(path).size for path, _ in gallery] == [tuple(v.input_size) for v in p.views]
     assert slice_tab.show_views_once(ws, p, shown) == gr.skip()
     other = gridvlm.plan(ws.size, "internvl")
-    assert len(slice_tab.show_views_once(ws, other, shown)[0]) == other.num_views
+    assert len(slice_tab.show_views_once(ws, other, shown)[0]["value"]) == other.num_views
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -237,6 +237,21 @@ def test_uploads_go_when_the_last_session_holding_them_ends(photo):
     assert ui.DEFAULT_IMAGE.exists()
 
 
+def test_gradios_copy_of_an_example_outlives_the_session_that_showed_it(gradio_temp_dir, photo):
+    """gradio serves the file box's default and the examples from copies in its temp dir; every session shares
+    them, so the first session to end must not delete them (the next visitor's page would open on an error)."""
+    serving.ships(ui.EXAMPLES)
+    copy = gradio_temp_dir / "f00d" / ui.DEFAULT_IMAGE.name
+    copy.parent.mkdir()
+    shutil.copyfile(ui.DEFAULT_IMAGE, copy)
+    renamed = Path(photo).with_name(ui.DEFAULT_IMAGE.name)  # a user's own file that merely has an example's name
+    Path(photo).rename(renamed)
+    serving.track_upload(str(copy), "a")
+    serving.track_upload(str(renamed), "a")
+    assert serving.session_ended("a") == [str(renamed)]
+    assert copy.exists() and not renamed.exists()
+
+
 def test_disk_bound_refuses_a_new_upload_when_full(photo):
     (serving.own_dir()).mkdir(parents=True, exist_ok=True)
     (serving.own_dir() / "export.html").write_bytes(b"x" * 5000)

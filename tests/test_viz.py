@@ -1,5 +1,8 @@
 """gridvlm.viz: every figure builds for every strategy, with one rectangle and one hover area per tile."""
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -85,12 +88,27 @@ def test_image_is_a_small_preview_spanning_the_original_extent():
     plan = gridvlm.plan((4032, 3024), "internvl")
     img = _image((4032, 3024))
     fig = plan_figure(plan, img, seams=seam_energy(img, plan))
-    (im,) = [t for t in fig.data if isinstance(t, go.Image)]
-    pw, ph = preview(img).size
-    assert max(pw, ph) == 1024
-    assert im.x0 - im.dx / 2 == pytest.approx(0) and im.x0 + (pw - 0.5) * im.dx == pytest.approx(4032)
-    assert im.y0 - im.dy / 2 == pytest.approx(0) and im.y0 + (ph - 0.5) * im.dy == pytest.approx(3024)
+    (im,) = fig.layout.images  # a layout image, not an image trace (see viz._image_layout)
+    drawn = Image.open(io.BytesIO(base64.b64decode(im.source.split(",", 1)[1])))
+    assert drawn.size == preview(img).size and max(drawn.size) == 1024
+    assert (im.xref, im.yref, im.x, im.y, im.xanchor, im.yanchor) == ("x", "y", 0, 0, "left", "top")
+    assert (im.sizex, im.sizey, im.sizing) == (4032, 3024, "stretch")
+    assert not any(isinstance(t, go.Image) for t in fig.data)
     assert len(fig.to_json()) < 2_000_000
+
+
+def test_compare_cells_hover_every_view_from_one_trace_each():
+    """Small multiples stay light for the browser: per plan one image and one trace whose markers carry every
+    view's hover text, in sequence order of tiles then the global view."""
+    plans = {name: gridvlm.plan((1024, 768), name) for name in gridvlm.list_strategies()}
+    fig = compare_figure(plans, _image((1024, 768)))
+    assert len(fig.layout.images) == len(plans)
+    for k, (name, plan) in enumerate(plans.items()):
+        axis = "x" if k == 0 else f"x{k + 1}"
+        (markers,) = [t for t in fig.data if t.xaxis == axis]
+        assert len(markers.text) == plan.num_views, name
+        views = [*plan.tiles, *([plan.thumbnail] if plan.thumbnail is not None else [])]
+        assert [f"tokens: {v.token_count}" in text for v, text in zip(views, markers.text)] == [True] * len(views)
 
 
 def test_preview_leaves_the_callers_image_alone():
@@ -103,7 +121,7 @@ def test_compare_figure_titles_carry_tokens():
     fig = compare_figure(plans, _image((1024, 768)))
     titles = [a.text for a in fig.layout.annotations]
     for name, plan in plans.items():
-        assert f"{name} · {plan.token_count} tok" in titles
+        assert f"{name}<br>{plan.token_count} tok" in titles
     assert len(_tile_shapes(fig)) == sum(len(p.tiles) for p in plans.values())
     assert len(fig.to_json()) < 2_000_000
 

@@ -19,6 +19,7 @@ from gridvlm import limits
 from . import display, errors, serving
 
 MAX_FILE_SIZE = "25mb"  # per upload; larger files are refused by gradio before any handler runs
+CSS = Path(__file__).resolve().parent / "assets" / "app.css"  # phone layout, gallery captions (package data)
 QUEUE_SIZE = 64  # events waiting beyond that are refused with "queue full" rather than piling up
 
 
@@ -34,6 +35,7 @@ def build_demo(budget: limits.Limits | None = None) -> gr.Blocks:
     _writable_temp_dir()
     budget = limits.configure(budget or limits.Limits.from_env())
     display.IMAGES.max_bytes = budget.image_cache_bytes
+    serving.ships(display.EXAMPLES)  # gradio's copies of them are shared, never deleted with a session
     ttl = budget.state_ttl_s
     with gr.Blocks(title="gridvlm — how VLMs slice images", delete_cache=(600, ttl + 600)) as demo:
         ws = gr.State(None, time_to_live=ttl)
@@ -98,4 +100,5 @@ def launch(demo: gr.Blocks | None = None) -> None:
         server_port=port,
         share=False,
         max_file_size=MAX_FILE_SIZE,
+        head=f"<style>{CSS.read_text()}</style>",  # not css_paths: gradio scopes those under .contain, below the page
     )

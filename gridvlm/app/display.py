@@ -344,6 +344,11 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def views_label(p: Plan) -> str:
+    """The gallery's label: how many views it holds (on a narrow screen most of them are below the fold)."""
+    return f"{count(p.num_views, 'view')} as the encoder sees them, in sequence order"
+
+
 FULL_COVERAGE = 0.995  # coverage below this (share of the image some view sees) is flagged in the headline
 
 

@@ -112,12 +112,33 @@ def session_ended(session: str | None) -> list[str]:
     return orphans
 
 
+_SHIPPED: dict[tuple[str, int], Path] = {}  # (file name, bytes) -> a file the app ships (an example image)
+
+
+def ships(paths) -> None:
+    """Name the app's own files (the example images). gradio serves them, and the file box's default, from copies
+    in its temp dir that look like uploads but are shared by every session: such a copy is never deleted (else the
+    first session to end takes the default image away from everyone after it)."""
+    for path in map(Path, paths):
+        _SHIPPED[(path.name, path.stat().st_size)] = path
+
+
+def _is_shipped_copy(p: Path) -> bool:
+    import filecmp
+
+    try:
+        original = _SHIPPED.get((p.name, p.stat().st_size))
+        return original is not None and filecmp.cmp(original, p, shallow=False)
+    except OSError:
+        return False
+
+
 def _is_upload(path: str) -> bool:
     try:
         p, root = Path(path).resolve(), gradio_temp_dir().resolve()
     except OSError:
         return False
-    return root in p.parents and own_dir().resolve() not in p.parents
+    return root in p.parents and own_dir().resolve() not in p.parents and not _is_shipped_copy(p)
 
 
 def _remove_upload(path: str) -> None:

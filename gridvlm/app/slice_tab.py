@@ -89,6 +89,7 @@ def show_views(ws: ui.Workspace | None, p: gridvlm.Plan | None) -> list[tuple[An
 
 
 @for_people
+@for_people
 def upload(path: str | None, strategy: str, use_defaults: bool, max_tokens: float, params_json: str,
            show_windows: bool = False) -> tuple:
     """A new image (upload or example): decoded once into the user's state, then planned."""
@@ -193,11 +194,13 @@ def legend_for(p: gridvlm.Plan | None) -> str:
 
 def show_views_once(ws: ui.Workspace | None, p: gridvlm.Plan | None, shown: tuple | None) -> tuple:
     """`show_views`, unless the gallery already shows this plan of this image (a refused event left both as they
-    were): then nothing is resampled or sent. Returns the gallery and what it now shows."""
+    were): then nothing is resampled or sent. Returns the gallery (its label counting the views: on a narrow screen
+    most are below the fold) and what it now shows."""
     key = None if ws is None or p is None else (ws.path, p)
     if shown is not None and key == shown:
         return gr.skip()
-    return named_views(p, show_views(ws, p)), key
+    gallery = named_views(p, show_views(ws, p))
+    return (gr.update(value=gallery, label=ui.views_label(p)) if p is not None else gallery), key
 
 
 def named_views(p: gridvlm.Plan | None, gallery: list[tuple[Any, str]]) -> list[tuple[str, str]]:
@@ -397,9 +400,12 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
 
     slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
     knobs = [strategy, use_defaults, budget, params, show_windows]
+    # progress on the overlay only: a timer over each of the 7 outputs was redrawn ~10 times a second per output,
+    # work the browser then did while it should have been drawing the figures
+    cpu = dict(**serving.CPU, show_progress_on=overlay)
     planned = keep_whole(update_plan, len(slice_out))
     to_budget = keep_whole(set_budget, len(slice_out) + 1)
-    replan = dict(fn=planned, inputs=[ws, *knobs], outputs=[*slice_out, status], **serving.CPU)
+    replan = dict(fn=planned, inputs=[ws, *knobs], outputs=[*slice_out, status], **cpu)
     opened = demo.load(open_page, [image, remembered],
                        [image, family, strategy, use_defaults, budget, params, show_windows, apply,
                         examples.dataset, about,
@@ -407,18 +413,17 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     demo.load(None, js=BUDGET_KEYS_JS)
     for event in (
         opened,
-        image.change(take_upload, [image, ws, *knobs], [ws, *slice_out, image, upload_status, status],
-                     **serving.CPU),
+        image.change(take_upload, [image, ws, *knobs], [ws, *slice_out, image, upload_status, status], **cpu),
         # .input, not .change: the page's first event sets the strategy (and its parameters) itself
         strategy.input(describe_strategy, strategy, [about, params, params_doc], queue=False,
                        show_progress="hidden").then(**replan),
         family.input(choose_family, [family, plan_state], strategy).then(
             follow_strategy, [strategy, plan_state], [about, params, params_doc], queue=False,
             show_progress="hidden").then(keep_whole(replan_if_switched, len(slice_out)), [ws, *knobs, plan_state],
-                                         [*slice_out, status], **serving.CPU),
+                                         [*slice_out, status], **cpu),
         use_defaults.input(**replan),
         budget.release(to_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out, status],
-                       **serving.CPU),
+                       **cpu),
         apply.click(**replan),
         show_windows.input(**replan),
     ):
