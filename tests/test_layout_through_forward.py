@@ -36,10 +36,17 @@ def views_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
     return list(per_view[:, 0])
 
 
+def images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(images, 3, H, W) pixel_values (LLaVA-1.5: one 336 × 336 view per image): one (H, W) owner map per image."""
+    assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
+    return list(owner[:, 0])
+
+
 # family → reads the owner array of pixel_values as one (H, W) map per view, in the processor's view order
 PIXEL_GRIDS = {
     "llava-next": views_batch,
     "llava-onevision": views_batch,
+    "llava-1.5": images_batch,
 }
 
 SIZES = [(640, 480), (1000, 300), (300, 900)]
