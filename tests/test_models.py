@@ -42,7 +42,13 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vlms(tiny_dirs):
-    return {fam: load_vlm(tiny_dirs[fam], device="cpu") for fam in FAMILIES}
+    from gridvlm import limits
+
+    before = limits.active()
+    # every family's model stays cached, so that loading a directory again returns the same VLM
+    limits.configure(max_models=max(before.max_models, len(FAMILIES)))
+    yield {fam: load_vlm(tiny_dirs[fam], device="cpu") for fam in FAMILIES}
+    limits.configure(before)
 
 
 def noise_image(w: int, h: int, seed: int = 0):

@@ -71,14 +71,16 @@ class Llava15Adapter(LlavaAdapter):
     checkpoints = (Checkpoint("llava-hf/llava-1.5-7b-hf", "7B"), Checkpoint("llava-hf/llava-1.5-13b-hf", "13B"))
     anyres_strategies = ()  # no AnyRes packing: every plan is laid out view after view
 
+    def load_processor(self, source: str, **kwargs: Any) -> Any:
+        """Refuses a non-CLIP tower from the config alone, before any weight is fetched."""
+        from transformers import AutoConfig
+
+        _check_tower(AutoConfig.from_pretrained(source, **kwargs))
+        return super().load_processor(source, **kwargs)
+
     def read_geometry(self, config: Any, image_processor: Any) -> Llava15Geometry:
+        _check_tower(config)
         vision = config.vision_config
-        tower = getattr(vision, "model_type", "")
-        if tower not in _TOWERS:
-            raise ModelError(f"this LLaVA checkpoint's vision tower is {tower or 'unknown'!r}, not CLIP: gridvlm reads "
-                             f"model_type 'llava' as LLaVA-1.5 (one {getattr(vision, 'image_size', '?')}-px CLIP "
-                             "view); Pixtral-12B-style checkpoints (a Pixtral tower under LlavaForConditionalGeneration) "
-                             "are not supported yet — Mistral 3 checkpoints (mistral3) are")
         t = int(vision.image_size)
         if getattr(image_processor, "do_pad", False):
             mode = "pad"
@@ -150,6 +152,17 @@ class Llava15Adapter(LlavaAdapter):
                                    chat_template=VICUNA_TEMPLATE)
         save_tiny(directory, LlavaForConditionalGeneration(config), processor, tokenizer)
         name_processor_class(directory / "processor_config.json", "LlavaProcessor")
+
+
+def _check_tower(config: Any) -> None:
+    """ModelError unless the vision tower is a ViT on one square view (Pixtral-12B also loads as model_type llava)."""
+    vision = config.vision_config
+    tower = getattr(vision, "model_type", "")
+    if tower not in _TOWERS:
+        raise ModelError(f"this LLaVA checkpoint's vision tower is {tower or 'unknown'!r}, not CLIP: gridvlm reads "
+                         f"model_type 'llava' as LLaVA-1.5 (one {getattr(vision, 'image_size', '?')}-px CLIP view); "
+                         "Pixtral-12B-style checkpoints (a Pixtral tower under LlavaForConditionalGeneration) are "
+                         "not supported yet — Mistral 3 checkpoints (mistral3) are")
 
 
 def _side(size: Any, key: str) -> int | None:
