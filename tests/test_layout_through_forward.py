@@ -42,11 +42,20 @@ def images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
     return list(owner[:, 0])
 
 
+def padded_images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(images, 3, H, W) pixel_values padded at the bottom/right to the largest image, with `image_sizes` (h, w)
+    per image (Pixtral / Mistral 3): one (h, w) owner map per image."""
+    assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
+    sizes = inputs["image_sizes"].tolist()
+    return [owner[i, 0, :h, :w] for i, (h, w) in enumerate(sizes)]
+
+
 # family → reads the owner array of pixel_values as one (H, W) map per view, in the processor's view order
 PIXEL_GRIDS = {
     "llava-next": views_batch,
     "llava-onevision": views_batch,
     "llava-1.5": images_batch,
+    "mistral3": padded_images_batch,
 }
 
 SIZES = [(640, 480), (1000, 300), (300, 900)]
