@@ -139,25 +139,54 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
     }
 
 
-def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
-    """The chat path on a tiny LLaVA-NeXT: plan-mode inputs of a real (noise) image, CPU."""
+def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int, family: str = "llava-next") -> dict:
+    """The chat path on a tiny checkpoint of `family`: plan-mode inputs of a real (noise) image (native-only
+    families: the model's own merged input embeddings from its processor's inputs), CPU."""
     from PIL import Image
 
     from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        vlm = load_vlm(make_tiny_vlm(Path(tmp) / "next", "llava-next"), device="cpu")
+        vlm = load_vlm(make_tiny_vlm(Path(tmp) / "tiny", family), device="cpu")
         rng = np.random.default_rng(0)
         w, h = image_size
         image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
-        prepared = prepare_inputs(vlm, image, vlm.native_plan(image), [], "What is in this picture? Describe it.")
+        question_text = "What is in this picture? Describe it."
+        if vlm.family.plan_mode:
+            prepared = prepare_inputs(vlm, image, vlm.native_plan(image), [], question_text)
+        else:
+            prepared = prepare_inputs(vlm, image, "native", [], question_text)
+            prepared.kwargs.update(inputs_embeds=_merged_embeds(vlm, prepared.kwargs))
         ids = prepared.input_ids[0]
         visual = (ids == vlm.image_token_id).nonzero().flatten().numpy()
         question = np.arange(visual[-1] + 1, len(ids))
         answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats)
-    return {"case": f"tiny LLaVA-NeXT (CLIP 32×2, Mistral 64×2), {w}×{h} image", "device": "cpu", **row}
+    title = vlm.family.title or family
+    return {"case": f"tiny {title} (vision 32×2, text 64×2), {w}×{h} image", "device": "cpu", **row}
+
+
+def _merged_embeds(vlm, kwargs: dict) -> torch.Tensor:
+    """The language model's inputs_embeds of the model's own forward on processor inputs: (1, P, D)."""
+    caught = []
+
+    class Caught(Exception):
+        pass
+
+    def catch(module, args, kw):
+        caught.append(kw["inputs_embeds"])
+        raise Caught
+
+    handle = vlm.family.language_model(vlm.model).register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            vlm.model(**kwargs)
+    except Caught:
+        pass
+    finally:
+        handle.remove()
+    return caught[0]
 
 
 def shaped_model(shape: str, device: str, dtype):
@@ -243,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
+    parser.add_argument("--family", default="llava-next", help="tiny model family (gridvlm.models.list_adapters())")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
 
-    rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
+    rows = [tiny_case((w, h), args.new_tokens, args.repeats, args.family)]
     if args.shaped_small:
         rows.append(shaped_case("small", "cpu", rows[0]["visual_positions"], args.new_tokens, args.repeats))
     if args.real_size:

@@ -10,6 +10,8 @@ anywhere.
   positions are not pixels and keep their mass apart (an attention-sink signal).
 - `to_image` spreads each cell's mass over the original pixels the cell shows (`cell_box`), dropping the parts
   of cells that lie in padding.
+- Pooled positions (OneVision's bilinear resize) carry a footprint in the layout: the cells the interpolation
+  reads and their weights; `map_to_views` spreads their values over those cells.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ def heat_size(image_size: tuple[int, int], long_side: int = 256) -> tuple[int, i
 
 def position_boxes(layout: Layout, plan: Plan) -> np.ndarray:
     """(positions, 4) original-pixel box each visual position shows (NaN for newlines, separators and cells in
-    padding)."""
+    padding); with a footprint, the bounding box of the cells the position reads."""
     _check(layout, plan)
     stride = _tile_stride(layout, plan)
     out = np.full((len(layout), 4), np.nan)

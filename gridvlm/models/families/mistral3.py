@@ -117,9 +117,9 @@ class Mistral3Adapter(ModelAdapter):
         (a marker)."""
         rows, cols = self.token_grid(geo, plan)
         lay = LayoutBuilder()
-        r, c = np.arange(rows)[:, None], np.arange(cols)[None, :]
+        r, c = np.meshgrid(np.arange(rows - 1), np.arange(cols), indexing="ij")  # (rows − 1, cols)
         if rows > 1:
-            lay.rows_with_newlines(0, 0, 0, r[:-1] + 0 * c, c + 0 * r[:-1])
+            lay.rows_with_newlines(0, 0, 0, r, c)
         lay.features(0, 0, 0, rows - 1, np.arange(cols))
         lay.separators(1)
         return lay.build([(rows, cols)], [(float(geo.cell), float(geo.cell))])
@@ -223,9 +223,8 @@ class Mistral3Adapter(ModelAdapter):
                                     "[IMG_END]"], "<s>", "</s>", "<pad>", "<unk>", {"image_token": "[IMG]"})
         ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id)
-        vision = {k: v for k, v in TINY_VISION.items()}
         config = Mistral3Config(
-            vision_config=PixtralVisionConfig(image_size=1540, **vision),
+            vision_config=PixtralVisionConfig(image_size=1540, **TINY_VISION),
             text_config=MistralConfig(**TINY_TEXT, **ids),
             image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
             spatial_merge_size=2,
