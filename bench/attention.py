@@ -156,7 +156,12 @@ def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int, family
             prepared = prepare_inputs(vlm, image, vlm.native_plan(image), [], question_text)
         else:
             prepared = prepare_inputs(vlm, image, "native", [], question_text)
-            prepared.kwargs.update(inputs_embeds=_merged_embeds(vlm, prepared.kwargs))
+            embeds = _merged_embeds(vlm, prepared.kwargs)
+            # as plan mode's inputs: the merged embeddings, so generation runs the language model only
+            for key in list(prepared.kwargs):
+                if key not in ("input_ids", "attention_mask"):
+                    del prepared.kwargs[key]
+            prepared.kwargs["inputs_embeds"] = embeds
         ids = prepared.input_ids[0]
         visual = (ids == vlm.image_token_id).nonzero().flatten().numpy()
         question = np.arange(visual[-1] + 1, len(ids))
