@@ -74,36 +74,50 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, object]:
 
 
 def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.ndarray, question: np.ndarray,
-            device: str, repeats: int) -> dict:
-    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask)."""
-    lm = model.model.language_model
+            device: str, repeats: int, native: tuple | None = None) -> dict:
+    """The three passes on one finished reply; `prompt_kwargs` = input_ids + inputs_embeds (+ attention_mask).
+
+    `native`: (vlm, model inputs of the whole finished sequence) for families that see only their own slicing
+    (Qwen-VL: M-RoPE positions, token types): every pass then runs the whole model on those inputs, as the
+    Chat tab's capture does; else only the language model runs on the spliced inputs_embeds."""
+    lm = native[0].family.language_model(model) if native is not None else model.model.language_model
     n_new = len(answer_ids)
-    with torch.inference_mode():
-        answer_embeds = model.get_input_embeddings()(answer_ids.to(device))[None]
-    embeds = torch.cat((prompt_kwargs["inputs_embeds"], answer_embeds), dim=1)  # (1, S, D)
-    prompt_tokens = prompt_kwargs["inputs_embeds"].shape[1]
+    if native is None:
+        with torch.inference_mode():
+            answer_embeds = model.get_input_embeddings()(answer_ids.to(device))[None]
+        embeds = torch.cat((prompt_kwargs["inputs_embeds"], answer_embeds), dim=1)  # (1, S, D)
+        prompt_tokens = prompt_kwargs["inputs_embeds"].shape[1]
+        source, run = embeds, (lambda **kw: lm(inputs_embeds=embeds, use_cache=False, **kw))
+    else:
+        vlm, inputs = native
+        embeds = inputs["pixel_values"]  # for the dtype in the report
+        prompt_tokens = prompt_kwargs["input_ids"].shape[1]
+        hf_model = model
+        source, run = inputs, (lambda **kw: hf_model(**inputs, use_cache=False, **kw))
+        model = vlm  # the capture reads the family's attention modules through the VLM
     rows = np.concatenate((question, A.writer_rows(prompt_tokens, n_new)))
-    seq = embeds.shape[1]
+    seq = prompt_tokens + n_new
 
     def plain():
         with torch.inference_mode():
-            return lm(inputs_embeds=embeds, use_cache=False).last_hidden_state
+            return run()
 
     def capture():
-        return A.llm_attention(model, embeds, visual, rows, layers=None, heads="mean")
+        return A.llm_attention(model, source, visual, rows, layers=None, heads="mean")
 
     def eager():
         before = lm.config._attn_implementation
         lm.set_attn_implementation("eager")
         try:
             with torch.inference_mode():
-                return lm(inputs_embeds=embeds, output_attentions=True, use_cache=False).attentions
+                return run(output_attentions=True).attentions
         finally:
             lm.set_attn_implementation(before)
 
     def generate():
         with torch.inference_mode():
-            return model.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+            generator = model.model if native is not None else model
+            return generator.generate(**prompt_kwargs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
 
     # memory first, in this order (CPU: ru_maxrss only grows); each pass once before, as the allocator warms up
     plain()
@@ -139,59 +153,47 @@ def measure(model, prompt_kwargs: dict, answer_ids: torch.Tensor, visual: np.nda
     }
 
 
-def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int, family: str = "llava-next") -> dict:
-    """The chat path on a tiny checkpoint of `family`: plan-mode inputs of a real (noise) image (native-only
-    families: the model's own merged input embeddings from its processor's inputs), CPU."""
+def tiny_case(image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
+    """The chat path on a tiny LLaVA-NeXT: plan-mode inputs of a real (noise) image, CPU."""
     from PIL import Image
 
     from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        vlm = load_vlm(make_tiny_vlm(Path(tmp) / "tiny", family), device="cpu")
+        vlm = load_vlm(make_tiny_vlm(Path(tmp) / "next", "llava-next"), device="cpu")
         rng = np.random.default_rng(0)
         w, h = image_size
         image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
-        question_text = "What is in this picture? Describe it."
-        if vlm.family.plan_mode:
-            prepared = prepare_inputs(vlm, image, vlm.native_plan(image), [], question_text)
-        else:
-            prepared = prepare_inputs(vlm, image, "native", [], question_text)
-            embeds = _merged_embeds(vlm, prepared.kwargs)
-            # as plan mode's inputs: the merged embeddings, so generation runs the language model only
-            for key in list(prepared.kwargs):
-                if key not in ("input_ids", "attention_mask"):
-                    del prepared.kwargs[key]
-            prepared.kwargs["inputs_embeds"] = embeds
+        prepared = prepare_inputs(vlm, image, vlm.native_plan(image), [], "What is in this picture? Describe it.")
         ids = prepared.input_ids[0]
         visual = (ids == vlm.image_token_id).nonzero().flatten().numpy()
         question = np.arange(visual[-1] + 1, len(ids))
         answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats)
-    title = vlm.family.title or family
-    return {"case": f"tiny {title} (vision 32×2, text 64×2), {w}×{h} image", "device": "cpu", **row}
+    return {"case": f"tiny LLaVA-NeXT (CLIP 32×2, Mistral 64×2), {w}×{h} image", "device": "cpu", **row}
 
 
-def _merged_embeds(vlm, kwargs: dict) -> torch.Tensor:
-    """The language model's inputs_embeds of the model's own forward on processor inputs: (1, P, D)."""
-    caught = []
+def native_case(family: str, image_size: tuple[int, int], new_tokens: int, repeats: int) -> dict:
+    """A native-only family's chat path on its tiny checkpoint (CPU): the processor's inputs, the whole model."""
+    from PIL import Image
 
-    class Caught(Exception):
-        pass
+    from gridvlm.models import load_vlm, make_tiny_vlm, prepare_inputs
 
-    def catch(module, args, kw):
-        caught.append(kw["inputs_embeds"])
-        raise Caught
-
-    handle = vlm.family.language_model(vlm.model).register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        with torch.inference_mode():
-            vlm.model(**kwargs)
-    except Caught:
-        pass
-    finally:
-        handle.remove()
-    return caught[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm = load_vlm(make_tiny_vlm(Path(tmp) / family, family), device="cpu")
+        rng = np.random.default_rng(0)
+        w, h = image_size
+        image = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h))
+        prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture? Describe it.")
+        visual = np.asarray(prepared.visual_positions)
+        question = np.arange(visual[-1] + 1, prepared.prompt_tokens)
+        answer = torch.randint(10, 500, (new_tokens,), generator=torch.Generator().manual_seed(0))
+        ids = prepared.input_ids[0].tolist() + answer.tolist()
+        inputs = vlm.family.native_inputs(vlm, image, ids)
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        row = measure(vlm.model, prepared.kwargs, answer, visual, question, "cpu", repeats, native=(vlm, inputs))
+    return {"case": f"tiny {family} native (whole model), {w}×{h} image", "device": "cpu", **row}
 
 
 def shaped_model(shape: str, device: str, dtype):
@@ -276,12 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="1000x1000", help="WxH; 1000x1000 gives 2928 visual tokens")
     parser.add_argument("--real-size", action="store_true", help="also a 7B-shaped model (CUDA only)")
     parser.add_argument("--shaped-small", action="store_true", help="the --real-size code path, scaled down (CPU)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
-    parser.add_argument("--family", default="llava-next", help="tiny model family (gridvlm.models.list_adapters())")
+    parser.add_argument("--family", action="append", help="a native-only family's tiny checkpoint instead of "
+                        "LLaVA-NeXT plan mode (repeatable), e.g. internvl, idefics3, smolvlm")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/attention.json "
+                        "(attention-<families>.json with --family)")
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.image.lower().split("x"))
+    if args.out is None:
+        name = f"attention-{'-'.join(args.family)}.json" if args.family else "attention.json"
+        args.out = ROOT / "bench" / "results" / name
 
-    rows = [tiny_case((w, h), args.new_tokens, args.repeats, args.family)]
+    if args.family:
+        rows = [native_case(f, (w, h), args.new_tokens, args.repeats) for f in args.family]
+    else:
+        rows = [tiny_case((w, h), args.new_tokens, args.repeats)]
     if args.shaped_small:
         rows.append(shaped_case("small", "cpu", rows[0]["visual_positions"], args.new_tokens, args.repeats))
     if args.real_size:

@@ -91,13 +91,15 @@ def bomb(path: Path) -> str:
 class App:
     """The app in a child process on 127.0.0.1, with its own temp dir."""
 
-    def __init__(self, ttl_s: int, temp: Path):
+    def __init__(self, ttl_s: int):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.temp = temp
-        env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
-               "GRADIO_TEMP_DIR": str(temp), "GRIDVLM_STATE_TTL_S": str(ttl_s), "GRADIO_ANALYTICS_ENABLED": "False",
-               "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        # the default deployment: the server picks (and on exit removes) a temp dir of its own, named by its port
+        self.temp = Path(tempfile.gettempdir()) / f"gridvlm-app-{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+        env.update({"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+                    "GRIDVLM_STATE_TTL_S": str(ttl_s), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                    "PYTHONPATH": str(ROOT)})
         self.proc = subprocess.Popen([sys.executable, "-m", "gridvlm.app"], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -115,7 +117,9 @@ class App:
     def client(self):
         from gradio_client import Client
 
-        return Client(self.url, verbose=False)
+        # a generous read timeout: on a busy 2-core machine a queued plan can wait tens of seconds, and a client
+        # giving up is not the server refusing
+        return Client(self.url, verbose=False, httpx_kwargs={"timeout": 600})
 
     @property
     def rss(self) -> float:
@@ -154,7 +158,9 @@ def part_concurrent(app: App, big: str, the_bomb: str, n: int) -> dict:
             upload(app.client(), the_bomb)
             bomb_result["refused"] = False
         except Exception as exc:  # noqa: BLE001
-            bomb_result.update(refused=True, message=str(exc)[:200])
+            message = str(exc)[:200]
+            # refused means the server said why; a client-side timeout is no answer at all
+            bomb_result.update(refused="timed out" not in message.lower(), message=message)
 
     rss0 = app.rss
     t = threading.Thread(target=attack)
@@ -173,8 +179,14 @@ def part_sessions(app: App, image: str, n: int, every: int, ttl_s: int) -> dict:
     rows = []
     _, files0, _ = tree(app.temp)
     rss0 = app.rss
+    base = Path(image).read_bytes()
     for k in range(1, n + 1):
-        upload(app.client(), image)
+        # a distinct file per session (bytes after the JPEG's end marker, which decoders ignore): gradio stores
+        # uploads by content hash, so one image for every session would hide per-session files
+        mine = Path(image).with_name(f"session_{k}.jpg")
+        mine.write_bytes(base + f"session {k}".encode())
+        upload(app.client(), str(mine))
+        mine.unlink()
         if k % every == 0 or k == n:
             mb, files, empty = tree(app.temp)
             rows.append({"sessions": k, "rss_mb": app.rss, "temp_mb": mb, "temp_files": files, "empty_files": empty})
@@ -211,8 +223,12 @@ def part_probes(app: App, image: str) -> dict:
     for name, probe in probes.items():
         before = app.rss
         try:
-            probe()
-            message = "accepted"
+            answer = probe()
+            # a plan the server accepts may still refuse its views: the inline status line says so
+            said = [x for x in (answer if isinstance(answer, (list, tuple)) else [answer])
+                    if isinstance(x, str) and len(x) < 600
+                    and any(w in x.lower() for w in ("limit", "too ", "refus", "cannot", "at most"))]
+            message = f"plan accepted; status: {said[0]}" if said else "accepted"
         except Exception as exc:  # noqa: BLE001
             message = str(exc)[:160]
         out[name] = {"reply": message, "rss_growth_mb": app.rss - before}
@@ -220,7 +236,10 @@ def part_probes(app: App, image: str) -> dict:
 
 
 def part_chat(app: App, image: str) -> dict:
-    model = "tiny LLaVA-NeXT (random weights — answers are meaningless, geometry is real)"
+    from gridvlm.app.chat_tab import tiny_choice
+    from gridvlm.attention import LLM, WHOLE_ANSWER
+
+    model = tiny_choice("llava-next")
     clients = [app.client() for _ in range(3)]
     for c in clients:
         upload(c, image)
@@ -236,7 +255,7 @@ def part_chat(app: App, image: str) -> dict:
         start = time.perf_counter()
         clients[2].predict("What is here?", [], model, "none", "native", 8, 0.0, 1.0, api_name="/respond")
         try:
-            clients[2].predict("whole answer", 0, 1, "mean", 0, "LLM", 0.5, api_name="/show_attention")
+            clients[2].predict(WHOLE_ANSWER, 0, 1, "mean", 0, LLM, 0.5, api_name="/show_attention")
             attention = "ok"
         except Exception as exc:  # noqa: BLE001
             attention = str(exc)[:160]
@@ -258,7 +277,7 @@ def main() -> None:
     big = photo(work / "photo_5120x2880.jpg", (5120, 2880))
     mid = photo(work / "photo_2560x1600.jpg", (2560, 1600))
     the_bomb = bomb(work / "bomb.png")
-    app = App(args.ttl, work / "gradio")
+    app = App(args.ttl)
     results: dict = {"started_rss_mb": app.rss}
     try:
         print(f"app on {app.url} (pid {app.proc.pid}), RSS {app.rss:.0f} MB", flush=True)
@@ -270,7 +289,7 @@ def main() -> None:
             results["chat"] = part_chat(app, mid)
     finally:
         app.stop()
-        results["temp_after_exit"] = tree(work / "gradio")
+        results["temp_after_exit"] = tree(app.temp) if app.temp.exists() else (0.0, 0, 0)
     c, s = results["concurrent"], results["sessions"]
     rows = [
         ("concurrent plans (5120×2880)", f"{c['requests']} requests, {c['errors']} errors, p50 {c['p50_s']:.2f} s, "

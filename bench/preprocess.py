@@ -15,6 +15,9 @@ Floors, per row: `dct decode` is PIL decoding the bytes at the DCT scale 1/k the
 (k = 1 for PNG, or when the plan needs full resolution), `full decode` at full scale; for Qwen2-VL `f32 out` is
 allocating and writing the float32 output once (numpy, one thread) — the part of the time no pixel pipeline
 avoids when a photo stays near full size. `fast/floor` = fast / (dct decode [+ f32 out for Qwen2-VL]).
+`resize`: where the fast path's time goes after the decode — its resizes alone (canvas and views, from the
+image already decoded at 1/k; `-` where the view is the decoded image itself); the rest of `fast` is the
+normalised write (or Qwen2-VL's patch layout) and reading the header.
 All cells of one image are timed round-robin (one run of each per round, N rounds, median), so a change in
 machine load hits every column alike; ratios come from the same rounds.
 """
@@ -39,7 +42,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import gridvlm  # noqa: E402
-from gridvlm.pixels import _draft_factor, pixel_values, qwen_pixel_values  # noqa: E402
+from gridvlm.pixels import _decode, _draft_factor, _render, pixel_values, qwen_pixel_values  # noqa: E402
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS  # noqa: E402
 from gridvlm.strategies.reference import CLIP  # noqa: E402
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     rows = []
     header = (f"{'image':<22} {'strategy':<10} {'k':>2} {'transformers':>12} {'fast':>7} {'exact':>7} "
-              f"{'dct decode':>10} {'full decode':>11} {'f32 out':>7} {'hf/fast':>8} {'fast/floor':>10}")
+              f"{'dct decode':>10} {'full decode':>11} {'f32 out':>7} {'resize':>7} {'hf/fast':>8} {'fast/floor':>10}")
     print(header)
     print("-" * len(header))
     for source, data in images():
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             if not args.no_exact:
                 cells["exact"] = lambda: gridvlm_run(data, strategy, True)
+            decoded = _decode(data, plan, draft=k)
+            if strategy != "qwen2-vl" or decoded.size != tuple(plan.views[0].input_size):
+                cells["resize"] = lambda: _render(decoded, plan, exact=False)
             out_values = None
             if strategy == "qwen2-vl":
                 w, h = plan.views[0].input_size
@@ -170,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             exact = f"{ms['exact']:7.1f}" if "exact" in ms else f"{'-':>7}"
             f32 = f"{ms['f32_out']:7.1f}" if "f32_out" in ms else f"{'-':>7}"
+            resize = f"{ms['resize']:7.1f}" if "resize" in ms else f"{'-':>7}"
             print(f"{name:<22} {strategy:<10} {k:>2} {ms['transformers']:12.1f} {ms['fast']:7.1f} {exact} "
-                  f"{ms['dct_decode']:10.1f} {ms['full_decode']:11.1f} {f32} {row['speedup_fast']:7.2f}× "
+                  f"{ms['dct_decode']:10.1f} {ms['full_decode']:11.1f} {f32} {resize} {row['speedup_fast']:7.2f}× "
                   f"{row['fast_over_floor']:9.2f}×", flush=True)
 
     load_end = os.getloadavg()

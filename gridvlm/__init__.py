@@ -20,6 +20,7 @@ _LAZY = {
     "pixel_values": "pixels",
     "pack": "packing",
     "Packing": "packing",
+    "compare_layouts": "packing",
 }
 
 

@@ -104,6 +104,23 @@ def explain_table(e) -> str:
     return "\n".join(lines)
 
 
+def layouts_table(comparison) -> str:
+    """The Pack tab's numbers: one row per layout, each image's tokens, the grouping and what they mean."""
+    lines = [f"{'layout':<28} {'rows':>5} {'row length':>10} {'real tokens':>11} {'padding':>8} {'total':>8} "
+             f"{'utilisation':>11} {'attention (Σ L²)':>17}"]
+    for name, s in comparison.layouts().items():
+        lines.append(f"{name:<28} {s.rows:>5} {s.row_len:>10} {s.real_tokens:>11} {s.padding_tokens:>8} "
+                     f"{s.total_tokens:>8} {s.utilization:>11.1%} {s.attention_cost:>17}")
+    lines.append(f"  {'image':>5} {'size':>11} {comparison.tiling + ' tokens':>20} {'NaViT patches':>13} "
+                 f"{'NaViT tokens':>12}")
+    for k, (size, p, item) in enumerate(zip(comparison.sizes, comparison.tiled, comparison.packing.items)):
+        grid = f"{item.grid[0]}×{item.grid[1]}"
+        lines.append(f"  {k:>5} {f'{size[0]}×{size[1]}':>11} {p.token_count:>20} {grid:>13} {item.counted_tokens:>12}")
+    lines.append(pack_table(comparison.packing))
+    lines += comparison.explanation()
+    return "\n".join(lines)
+
+
 def pack_table(packing) -> str:
     lines = [f"{len(packing.sequences)} sequence(s) of {packing.max_seq_len}, utilisation {packing.utilization:.1%}, "
              f"padding {packing.padding_tokens} tokens"]
@@ -137,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--max-seq-len", type=int, required=True)
     k.add_argument("--patch-size", type=int, default=16)
     k.add_argument("--order", default="given", choices=("given", "first-fit-decreasing"))
+    k.add_argument("--tiling", default=None, metavar="STRATEGY",
+                   help="compare with this strategy as the Pack tab does: NaViT gets as many tokens per image as it")
+    k.add_argument("--max-tokens-per-image", type=int, default=None, metavar="N",
+                   help="with --tiling: fit its plans to N tokens per image; without: shrink each image to N patches")
+    k.add_argument("--drop-rate", type=float, default=0.0, help="NaViT token dropping, a fraction in [0, 1)")
+    k.add_argument("--seed", type=int, default=0, help="which tokens are kept when dropping")
     k.add_argument("--json", action="store_true")
     sub.add_parser("app", help="serve the Gradio app (pip install 'gridvlm[app]'; GRADIO_SERVER_NAME/PORT)")
     return parser
@@ -174,11 +197,21 @@ def run(argv: Sequence[str] | None = None) -> int:
 
             launch()
         else:
-            from .packing import pack
+            from .packing import compare_layouts, pack
 
-            packing = pack([image_size_arg(i) for i in args.images], args.max_seq_len, patch_size=args.patch_size,
-                           order=args.order)
-            print(json.dumps(packing.to_dict(), indent=2) if args.json else pack_table(packing))
+            sizes = [image_size_arg(i) for i in args.images]
+            if args.tiling is not None:
+                found = compare_layouts(sizes, args.tiling, args.max_seq_len, patch_size=args.patch_size,
+                                        max_tokens_per_image=args.max_tokens_per_image, order=args.order,
+                                        drop_rate=args.drop_rate, seed=args.seed)
+                print(json.dumps(found.to_dict(), indent=2) if args.json else layouts_table(found))
+            else:
+                items = (sizes if args.max_tokens_per_image is None else
+                         [plan(s, "navit", patch_size=args.patch_size, max_tokens=args.max_tokens_per_image)
+                          for s in sizes])
+                packing = pack(items, args.max_seq_len, patch_size=args.patch_size, order=args.order,
+                               drop_rate=args.drop_rate, seed=args.seed)
+                print(json.dumps(packing.to_dict(), indent=2) if args.json else pack_table(packing))
     except (GridVLMError, MissingExtra) as exc:  # bad input, or `app` without gridvlm[app]
         print(f"gridvlm: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,9 @@ Two reference details that look like bugs but are reproduced on purpose:
   budgets with the counted number (as the reference does) and lays out the kept tokens in its arrays; when the
   off-by-one overflows a sequence, the arrays grow to ``padded_len`` instead of silently dropping tokens.
 
+``compare_layouts`` puts the same images side by side packed, padded to the longest and tiled by a strategy, each
+image at (nearly) the same token count in all three — the Pack tab's and ``gridvlm pack --tiling``'s numbers.
+
 Images with zero patches (a side shorter than ``p``) stay in the packing — the reference's grouping appends them
 like any other image — with 0 tokens: they appear in ``sequences`` with ``n = 0``, own no token position in the
 arrays, and are listed in ``Packing.empty_items`` so a UI can say so.
@@ -27,9 +30,12 @@ from __future__ import annotations
 import operator
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from gridvlm.errors import PlanError
+
+if TYPE_CHECKING:
+    from gridvlm.geometry import Plan
 
 ORDERS = ("given", "first-fit-decreasing")
 """``given``: the reference's greedy in-order grouping. ``first-fit-decreasing``: largest first, each into the
@@ -141,6 +147,18 @@ def padded_batch_stats(token_counts: Sequence[int]) -> BatchStats:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """One step of the packer: where one image went."""
+
+    step: int  # 0-based, in the order the packer considers the images
+    item: int  # the image's index in the items given to pack()
+    tokens: int  # its counted tokens
+    sequence: int  # the sequence it went into
+    opened: bool  # True when it started that sequence (it fitted in no earlier one the packer tried)
+    lengths: tuple[int, ...]  # counted tokens per sequence after this step
+
+
+@dataclass(frozen=True)
 class Packing:
     """Images grouped into sequences of at most ``max_seq_len`` tokens.
 
@@ -205,6 +223,30 @@ class Packing:
     def padded_len(self) -> int:
         """Length of the per-token arrays: ``max_seq_len``, or more only when the dropout off-by-one overflows."""
         return max((self.max_seq_len, *self.kept_lengths))
+
+    @property
+    def sequence_lower_bound(self) -> int:
+        """⌈real tokens / max_seq_len⌉: no order of these images fits them into fewer sequences."""
+        return -(-self.real_tokens // self.max_seq_len)
+
+    def placements(self) -> tuple[Placement, ...]:
+        """The packer's steps, in the order it considered the images: which sequence each one went into.
+
+        ``given`` walks the images in input order; ``first-fit-decreasing`` largest first (ties in input order).
+        """
+        where = {i: s for s, seq in enumerate(self.sequences) for i, _ in seq}
+        counted = {item.index: item.counted_tokens for item in self.items}
+        walk = sorted(counted, key=lambda i: -counted[i]) if self.order == "first-fit-decreasing" else list(counted)
+        lengths: list[int] = []
+        steps = []
+        for step, i in enumerate(walk):
+            s = where[i]
+            opened = s == len(lengths)
+            if opened:
+                lengths.append(0)
+            lengths[s] += counted[i]
+            steps.append(Placement(step, i, counted[i], s, opened, tuple(lengths)))
+        return tuple(steps)
 
     def stats(self) -> BatchStats:
         """This packing's cost in the same terms as ``padded_batch_stats``."""
@@ -485,3 +527,253 @@ def _describe(item: PackedItem) -> str:
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Packing vs padding vs tiling, at the same tokens per image
+
+
+def resized_grid(size: tuple[int, int], patch_size: int, tokens: int) -> tuple[int, int]:
+    """``(rows, cols)``: a patch grid of at most ``tokens`` patches with the image's aspect ratio.
+
+    The image is resized up or down (enlarged, no grid a row and a column larger fits): ``s = √(tokens / (w·h))`` patches per pixel side, ``rows = ⌊h·s⌋``,
+    ``cols = ⌊w·s⌋`` (at least 1 each), then one row or column off the longer side until it fits. When the image
+    has more own patches than ``tokens``, NaViT's budget rule (``plan(size, 'navit', max_tokens=tokens)``) is used
+    instead, so a shrunk image gets the grid the Slice tab shows for it. ``patch_size`` only matters there.
+    """
+    from .strategies.native import navit_grid
+
+    w, h = size
+    if (h // patch_size) * (w // patch_size) >= tokens:
+        rows, cols, _ = navit_grid(w, h, patch_size, tokens)
+        return rows, cols
+    s = (tokens / (w * h)) ** 0.5
+    rows, cols = max(1, int(h * s)), max(1, int(w * s))
+    while rows * cols > tokens:
+        if rows >= cols:
+            rows -= 1
+        else:
+            cols -= 1
+    return rows, cols
+
+
+FEWEST_SEQUENCES_MAX_IMAGES = 12  # exact search up to this many images (instant there; exponential beyond)
+
+
+def fewest_sequences(counts: Sequence[int], max_seq_len: int) -> int | None:
+    """The fewest sequences of ``max_seq_len`` that hold images of these token counts, found by exhaustive search
+    (bin packing, exactly); None for more than ``FEWEST_SEQUENCES_MAX_IMAGES`` images. Every count must fit."""
+    if len(counts) > FEWEST_SEQUENCES_MAX_IMAGES:
+        return None
+    items = sorted(counts, reverse=True)
+    bound = -(-sum(items) // max_seq_len)
+    best = len(items)
+
+    def place(k: int, lengths: list[int]) -> None:
+        nonlocal best
+        if len(lengths) >= best:
+            return
+        if k == len(items):
+            best = len(lengths)
+            return
+        tried = set()
+        for s, length in enumerate(lengths):
+            if length + items[k] <= max_seq_len and length not in tried:  # equal lengths are the same choice
+                tried.add(length)
+                lengths[s] += items[k]
+                place(k + 1, lengths)
+                lengths[s] -= items[k]
+                if best == bound:
+                    return
+        lengths.append(items[k])
+        place(k + 1, lengths)
+        lengths.pop()
+
+    place(0, [])
+    return best
+
+
+@dataclass(frozen=True)
+class LayoutComparison:
+    """The same images three ways, each image at (nearly) the same token count in all three.
+
+    ``tiled[k]`` is image k under the tiling strategy; NaViT resizes image k (aspect kept, up or down) to at most
+    ``tiled[k].token_count`` patches, and those tokens are both packed (``packing``) and padded to the longest
+    image (``padded``). ``other_order`` packs the same tokens in the other order, to show what the order costs.
+    """
+
+    sizes: tuple[tuple[int, int], ...]  # (w, h) of each original image
+    tiling: str  # the tiling strategy's name
+    max_tokens_per_image: int | None  # the shared cap the tiling plans were fitted to; None = its defaults
+    tiled: tuple[Plan, ...]  # the tiling strategy's plan of each image
+    packing: Packing  # NaViT tokens of each image, packed in the chosen order
+    other_order: Packing  # the same, packed in the other order
+
+    @property
+    def packed(self) -> BatchStats:
+        """Packed sequences of max_seq_len."""
+        return self.packing.stats()
+
+    @property
+    def padded(self) -> BatchStats:
+        """The same NaViT tokens, one row per image, padded to the longest."""
+        return padded_batch_stats([item.counted_tokens for item in self.packing.items])
+
+    @property
+    def tiled_batch(self) -> BatchStats:
+        """The tiling strategy's visual tokens, one row per image, padded to the longest."""
+        return padded_batch_stats([p.token_count for p in self.tiled])
+
+    @property
+    def tiled_padding_share(self) -> float:
+        """Share of the tiling plans' view tokens that look at padded pixels: Σ padding·tokens / Σ tokens over
+        every view (a view's ``padding`` is its padded share of input pixels)."""
+        views = [v for p in self.tiled for v in p.views]
+        total = sum(v.token_count for v in views)
+        return sum(v.padding * v.token_count for v in views) / total if total else 0.0
+
+    def layouts(self) -> dict[str, BatchStats]:
+        """Layout name -> its cost, in the order the app's table shows them."""
+        return {"NaViT packing": self.packed, "NaViT, padded batch": self.padded,
+                f"{self.tiling}, padded batch": self.tiled_batch}
+
+    def explanation(self) -> list[str]:
+        """What the numbers mean, a paragraph each: packing vs padding (and why packing loses when it does), what
+        the tokens are, what tiling adds, what the order changes."""
+        packed, padded, tiled = self.packed, self.padded, self.tiled_batch
+        if not self.sizes or not packed.real_tokens:
+            return ["There are no image tokens to pack."]
+        counts = [item.counted_tokens for item in self.packing.items if item.counted_tokens]
+        spread = max(counts) / min(counts)
+        n_seq = f"{packed.rows} sequence{'s' * (packed.rows != 1)}"
+        lines = [
+            f"Packing wastes {1 - packed.utilization:.1%} of its {n_seq} on padding where a batch padded to the "
+            f"longest image wastes {1 - padded.utilization:.1%}: "
+            + (f"the images' token counts differ by up to {spread:.1f}×, and every row is as long as the longest."
+               if spread > 1 else "all images have the same token count, so padding to the longest costs nothing "
+               "and packing can only lose the end of each sequence.")
+        ]
+        if packed.utilization < padded.utilization:
+            lines.append(self._why_packing_loses())
+        budget = (f"at most {self.max_tokens_per_image:,} tokens per image" if self.max_tokens_per_image else
+                  "its default parameters")
+        lines.append(
+            f"Like with like: each image gets as many NaViT tokens as {self.tiling} gives it ({budget}) — NaViT here "
+            f"resizes it, aspect kept, to at most that many {self.packing.patch_size}-px patches (the real NaViT "
+            f"never resizes) — {self.packing.real_tokens:,} tokens in all vs {tiled.real_tokens:,} for "
+            f"{self.tiling}; the differences between the rows come from the layout, not from the token counts."
+        )
+        if self.packing.drop_rate:
+            lines[-1] += f" Token dropping ({self.packing.drop_rate:g}) then removes NaViT tokens before packing."
+        share = self.tiled_padding_share
+        spends = (f"spends {share:.1%} of its view tokens on padded pixels inside its views" if share else
+                  "spends no view tokens on padded pixels")
+        lines.append(
+            f"{self.tiling} {spends}, and padding its batch to the longest image wastes another "
+            f"{1 - tiled.utilization:.1%} of the batch."
+        )
+        lines.append(self._order_sentence())
+        return lines
+
+    def _why_packing_loses(self) -> str:
+        p = self.packing
+        tail = p.max_seq_len - min(p.lengths)
+        text = (f"Packing loses here because there are few images for sequences this long: {tail:,} of its "
+                f"{p.padding_tokens:,} padding tokens are the unfilled end of its emptiest sequence")
+        gaps = p.padding_tokens - tail
+        text += f", {gaps:,} are left at the ends of the other sequences" if gaps else ""
+        fit_all = -(-p.real_tokens // 1024) * 1024  # one sequence, rounded up to a multiple of 1024
+        if fit_all < p.max_seq_len or len(p.sequences) > 1:
+            text += (f"; with max_seq_len = {fit_all:,} one sequence would hold them all at "
+                     f"{p.real_tokens / fit_all:.1%} (packing pays off when many images share each sequence)")
+        return text + "."
+
+    def _order_sentence(self) -> str:
+        mine, other = len(self.packing.sequences), len(self.other_order.sequences)
+        given, ffd = (mine, other) if self.packing.order == "given" else (other, mine)
+        bound = self.packing.sequence_lower_bound
+        if ffd < given:
+            by_order = {self.packing.order: self.packing, self.other_order.order: self.other_order}
+            full = {o: f"{p.utilization:.1%} full" for o, p in by_order.items()}
+            return (f"Order matters here: first-fit-decreasing needs {ffd} sequences "
+                    f"({full['first-fit-decreasing']}), the given order {given} ({full['given']}). The "
+                    "given order closes a sequence as soon as the next image does not fit; first-fit-decreasing "
+                    "places the largest images first and fills the gaps they leave with the small ones.")
+        if given < ffd:
+            return (f"Here the given order needs fewer sequences ({given}) than first-fit-decreasing ({ffd}): "
+                    "FFD is a heuristic, and placing the largest first can leave gaps no remaining image fills.")
+        if given == bound:
+            return (f"Both orders need {given} sequence{'s' * (given != 1)}, the fewest possible: "
+                    f"{self.packing.real_tokens:,} tokens / {self.packing.max_seq_len:,} per sequence, rounded "
+                    "up — no order can do better, so the order makes no difference.")
+        best = fewest_sequences([i.counted_tokens for i in self.packing.items], self.packing.max_seq_len)
+        over = (f"more than the {bound} that {self.packing.real_tokens:,} tokens would fill at "
+                f"{self.packing.max_seq_len:,} per sequence")
+        if best is None:
+            return (f"Both orders need {given} sequences, {over}: the images do not split into sequences that full "
+                    "(no order may reach that bound).")
+        if best == given:
+            return (f"Both orders need {given} sequences, {over}, and no order needs fewer: these sizes cannot be "
+                    "split into sequences that full, so the order makes no difference.")
+        return (f"Both orders need {given} sequences, but an order exists that needs only {best}: neither greedy rule "
+                "finds it (exact bin packing is NP-hard; the packers place each image once and never move it).")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: the inputs, each image's tokens, each layout's cost, both orders' grouping."""
+        return {
+            "tiling": self.tiling,
+            "max_tokens_per_image": self.max_tokens_per_image,
+            "images": [
+                {"size": list(size), "tiled_tokens": p.token_count, "navit_grid": list(item.grid),
+                 "navit_size": list(item.size), "navit_tokens": item.tokens, "counted_tokens": item.counted_tokens}
+                for size, p, item in zip(self.sizes, self.tiled, self.packing.items)
+            ],
+            "layouts": {name: stats.to_dict() for name, stats in self.layouts().items()},
+            "tiled_padding_share": self.tiled_padding_share,
+            "packing": self.packing.to_dict(),
+            "other_order": {"order": self.other_order.order, "sequences": len(self.other_order.sequences)},
+            "explanation": self.explanation(),
+        }
+
+
+def compare_layouts(
+    sizes: Sequence[tuple[int, int]],
+    tiling: str,
+    max_seq_len: int,
+    patch_size: int = 16,
+    max_tokens_per_image: int | None = None,
+    order: str = "given",
+    drop_rate: float = 0.0,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+) -> LayoutComparison:
+    """Pack, pad and tile the same images at the same tokens per image (see ``LayoutComparison``).
+
+    Each image is planned with ``tiling`` (fitted to ``max_tokens_per_image`` with ``fit_budget`` when given);
+    NaViT then resizes it to at most that plan's visual tokens (``resized_grid``). ``names`` only name the images
+    in error messages. Raises ``PlanError`` when one image's NaViT tokens exceed ``max_seq_len``.
+    """
+    from .strategies import fit_budget, plan
+
+    max_seq_len = _positive_int(max_seq_len, "max_seq_len")
+    patch_size = _positive_int(patch_size, "patch_size")
+    if max_tokens_per_image is not None:
+        max_tokens_per_image = _positive_int(max_tokens_per_image, "max tokens per image")
+    label = (lambda k: names[k]) if names is not None else (lambda k: f"image {k}")
+    sizes = tuple(_item_size(k, s) for k, s in enumerate(sizes))
+    tiled = tuple(fit_budget(s, tiling, max_tokens_per_image) if max_tokens_per_image else plan(s, tiling)
+                  for s in sizes)
+    grids = [resized_grid(s, patch_size, p.token_count) for s, p in zip(sizes, tiled)]
+    for k, (rows, cols) in enumerate(grids):
+        counted, _ = token_dropout_counts(rows * cols, _drop_rate(drop_rate))
+        if counted > max_seq_len:
+            raise PlanError(
+                f"{label(k)} gets {counted:,} NaViT tokens (as many as {tiling} gives it), more than max_seq_len="
+                f"{max_seq_len:,}; raise max_seq_len to at least {counted:,}, or cap the tokens per image at "
+                f"{max_seq_len:,}"
+            )
+    resized = [(cols * patch_size, rows * patch_size) for rows, cols in grids]
+    other = ORDERS[1 - ORDERS.index(order)] if order in ORDERS else order
+    packing = pack(resized, max_seq_len, patch_size=patch_size, order=order, drop_rate=drop_rate, seed=seed)
+    other_order = pack(resized, max_seq_len, patch_size=patch_size, order=other, drop_rate=drop_rate, seed=seed)
+    return LayoutComparison(sizes, tiling, max_tokens_per_image, tiled, packing, other_order)

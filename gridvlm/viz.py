@@ -412,47 +412,75 @@ def token_breakdown_figure(plan: Plan) -> go.Figure:
 # Packing
 
 
-def packing_figure(packing: Any, token_counts: Sequence[int] | None = None) -> go.Figure:
-    """One horizontal bar per packed sequence: a coloured segment per image, then grey padding.
+def _image_label(item: int, names: Sequence[str] | None) -> str:
+    return f"{item}: {names[item]}" if names is not None else f"image {item}"
 
-    Hover gives the item index and its tokens; `token_counts` (optional, one per item) adds what the same image
-    costs another way, e.g. under a tiling plan.
+
+def packing_figure(packing: Any, token_counts: Sequence[int] | None = None, names: Sequence[str] | None = None,
+                   upto: int | None = None) -> go.Figure:
+    """One horizontal bar per packed sequence: a coloured segment per image, labelled with its index, then grey
+    padding. The legend names every image (``names``, one per item; default ``image k``).
+
+    ``upto``: draw only the packer's first ``upto`` placements (``Packing.placements()``), the last one outlined,
+    every sequence keeping its row. Hover gives the image and its tokens; ``token_counts`` (optional, one per
+    item) adds what the same image costs another way, e.g. under a tiling plan.
     """
     fig = go.Figure()
     L = packing.max_seq_len
+    steps = packing.placements()
+    shown = steps if upto is None else steps[:max(0, upto)]
+    placed = {p.item for p in shown}
+    latest = shown[-1].item if shown and upto is not None else None
+    rows = [f"seq {s}" for s in range(len(packing.sequences))]
+    opened = {p.sequence for p in shown}
+    padding_in_legend = False
     for s, seq in enumerate(packing.sequences):
         offset = 0
-        y = f"seq {s}"
         for item, n in seq:
-            extra = f"<br>elsewhere: {token_counts[item]} tokens" if token_counts is not None else ""
+            if item not in placed:
+                continue
+            label = _image_label(item, names)
+            extra = f"<br>elsewhere: {token_counts[item]:,} tokens" if token_counts is not None else ""
+            outline = dict(color="black", width=3) if item == latest else dict(color="white", width=1)
             fig.add_trace(go.Bar(
-                y=[y], x=[n], base=[offset], orientation="h", name=f"image {item}",
-                marker=dict(color=PALETTE[item % len(PALETTE)], line=dict(color="white", width=1)),
-                hovertemplate=f"image {item}<br>{n} tokens{extra}<extra></extra>", showlegend=False,
+                y=[rows[s]], x=[n], base=[offset], orientation="h", name=label, legendgroup=label,
+                text=[str(item)], textposition="inside", insidetextanchor="middle", textangle=0,
+                marker=dict(color=PALETTE[item % len(PALETTE)], line=outline),
+                hovertemplate=f"{label}<br>{n:,} tokens{extra}<extra></extra>",
             ))
             offset += n
-        if offset < L:
+        if s in opened and offset < L:
             fig.add_trace(go.Bar(
-                y=[y], x=[L - offset], base=[offset], orientation="h", name="padding",
-                marker=dict(color="lightgrey"), hovertemplate=f"padding<br>{L - offset} tokens<extra></extra>",
-                showlegend=False,
+                y=[rows[s]], x=[L - offset], base=[offset], orientation="h", name="padding", legendgroup="padding",
+                marker=dict(color="lightgrey"), hovertemplate=f"padding<br>{L - offset:,} tokens<extra></extra>",
+                showlegend=not padding_in_legend,
             ))
+            padding_in_legend = True
     n_seq = len(packing.sequences)
+    legend_rows = math.ceil((len(placed) + 1) / 2)  # two entries a row at phone width
+    head = (f"{len(packing.items)} images in {n_seq} sequence{'s' * (n_seq != 1)}"
+            if upto is None or len(shown) == len(steps) else f"after {len(shown)} of {len(steps)} steps")
     fig.update_layout(
-        barmode="overlay",
-        title=(f"{len(packing.items)} images in {n_seq} sequence{'s' * (n_seq != 1)} of {L} tokens · "
-               f"utilisation {100 * packing.utilization:.1f}%"),
-        xaxis=dict(title="token position", range=[0, L]), yaxis=dict(autorange="reversed"),
-        height=max(180, 60 + 28 * n_seq), margin=dict(l=10, r=10, t=50, b=10),
+        barmode="overlay", uniformtext=dict(minsize=9, mode="show"),
+        # short lines: the title must fit a 390-px phone
+        title=dict(text=f"{head}<br><sup>{L:,} tokens each · {packing.order} order<br>utilisation "
+                        f"{100 * packing.utilization:.1f}% · x: token position</sup>"),
+        xaxis=dict(range=[0, L]),  # its title is in the subtitle: below the axis it would collide with the legend
+        yaxis=dict(type="category", categoryorder="array", categoryarray=rows, tickmode="array", tickvals=rows,
+                   ticktext=rows, autorange="reversed"),
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="image"),
+        height=170 + 34 * n_seq + 22 * legend_rows, margin=dict(l=10, r=10, t=80, b=10),
     )
     return fig
 
 
 MASK_MAX_CELLS = 512
+MASK_COLOR = "#1f4e9c"
 
 
-def mask_figure(packing: Any, seq: int) -> go.Figure:
-    """Heatmap of sequence `seq`'s block-diagonal attention mask (query rows, key columns).
+def mask_figure(packing: Any, seq: int, names: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap of sequence `seq`'s block-diagonal attention mask (query rows, key columns), each block labelled
+    with its image's index (hover: ``names``), with a legend for the two colours.
 
     Longer than ``MASK_MAX_CELLS`` tokens, the mask is max-pooled in ``f × f`` blocks (a cell is lit when any
     query-key pair in it may attend), so the figure holds at most 512 × 512 cells; axes stay in token positions.
@@ -472,40 +500,52 @@ def mask_figure(packing: Any, seq: int) -> go.Figure:
             z[a:b, a:b] = 1
     fig = go.Figure(go.Heatmap(
         z=z, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=0, zmax=1, showscale=False,
-        colorscale=[[0, "white"], [1, "#1f4e9c"]],
+        colorscale=[[0, "white"], [1, MASK_COLOR]], name="mask",
         hovertemplate="query %{y:.0f}, key %{x:.0f}: %{z}<extra></extra>",
     ))
-    title = f"attention mask, sequence {seq} ({L} tokens)"
+    for name, color in (("may attend (query and key in the same image)", MASK_COLOR),
+                        ("masked (another image, or padding)", "white")):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=14, color=color, line=dict(color="grey", width=1))))
+    for item, start, stop in spans:
+        if stop > start:
+            fig.add_annotation(x=(start + stop) / 2, y=(start + stop) / 2, text=str(item), showarrow=False,
+                               font=dict(color="white", size=12), hovertext=_image_label(item, names))
+    title = f"attention mask, sequence {seq} ({L:,} tokens)"
     if f > 1:
-        title += f", {f}×{f} blocks"
-    fig.update_xaxes(title="key position", constrain="domain")
+        title += f"<br><sup>{f}×{f} token blocks per cell</sup>"
+    fig.update_xaxes(title="key position", constrain="domain", range=[0, L])
     fig.update_yaxes(title="query position", autorange="reversed", scaleanchor="x", scaleratio=1)
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(title=title, height=560, margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
     return fig
 
 
 def packing_vs_tiling_figure(stats: Mapping[str, Any]) -> go.Figure:
-    """Total tokens, padding tokens and attention cost side by side for each scheme.
+    """Total tokens, padding tokens and attention cost of each layout, one panel above the other (so no title
+    overlaps another at phone width), one horizontal bar per layout.
 
-    `stats` maps a scheme name to a ``BatchStats`` or its ``to_dict()``, e.g.
+    `stats` maps a layout name to a ``BatchStats`` or its ``to_dict()``, e.g.
     ``{"packing": packing.stats(), "padded batch": padded_batch_stats(counts)}``. Attention cost is query-key
     pairs (Σ row_len² or Σ n² under a block-diagonal mask), in its own panel since its scale differs.
     """
-    metrics = [("total_tokens", "total tokens"), ("padding_tokens", "padding tokens"),
-               ("attention_cost", "attention cost (q·k pairs)")]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t for _, t in metrics])
+    metrics = [("total_tokens", "total tokens (padding included)"), ("padding_tokens", "padding tokens"),
+               ("attention_cost", "attention cost (query–key pairs)")]
+    fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=[t for _, t in metrics], vertical_spacing=0.14)
+    names = list(stats)
     for k, (name, st) in enumerate(stats.items()):
         data = st.to_dict() if hasattr(st, "to_dict") else dict(st)
-        for c, (key, label) in enumerate(metrics, start=1):
+        for r, (key, label) in enumerate(metrics, start=1):
             value = data.get(key)
             if value is None and key == "total_tokens":
                 value = data.get("rows", 0) * data.get("row_len", 0)
             fig.add_trace(go.Bar(
-                x=[name], y=[value], name=name, marker_color=PALETTE[k % len(PALETTE)], legendgroup=name,
-                showlegend=c == 1, hovertemplate=f"{name}<br>{label}: %{{y:,}}<extra></extra>",
-            ), row=1, col=c)
-    fig.update_layout(title="packing vs padded batch", height=380, margin=dict(l=10, r=10, t=60, b=10),
-                      barmode="group")
+                y=[name], x=[value], name=name, orientation="h", marker_color=PALETTE[k % len(PALETTE)],
+                showlegend=False, hovertemplate=f"{name}<br>{label}: %{{x:,}}<extra></extra>",
+            ), row=r, col=1)
+    fig.update_yaxes(categoryorder="array", categoryarray=names, autorange="reversed", automargin=True)
+    fig.update_layout(title="packed vs padded vs tiled", height=150 + 130 * len(metrics),
+                      margin=dict(l=10, r=10, t=70, b=10))
     return fig
 
 

@@ -9,12 +9,10 @@ patches see) must not be tested against the same arithmetic. This probe asks the
    patch mergers, newline or separator embeddings (which depend on no pixel at all).
 2. `language_inputs(vlm, inputs)`: the model's own forward runs up to its language model, whose
    `inputs_embeds` are caught with autograd on: (S, D), differentiable in `pixel_values`.
-3. `owners(...)`: which pixels each position depends on, from gradient supports: per bit of the position index,
-   one backward pass of a random projection of the positions with that bit set and one of those with it clear.
-   A pixel one position sees lies in exactly one of each pair, which spells the index; pixels no position sees
-   have no gradient (−1); pixels several positions share (bilinear pooling) lie in both of some pair (−2).
-   Supports, not gradient ratios: exact even where the model computes in float32 inside (RMSNorms do).
-   `support(...)` is one backward pass for one position, for shared pixels.
+3. `owners(...)`: two backward passes of random projections, Σ_i (i + 1)·⟨e_i, u⟩ and Σ_i ⟨e_i, u⟩; where each
+   pixel feeds at most one position the ratio of their gradients is that position's index + 1, exactly.
+   Pixels no position sees have a zero gradient (−1); pixels several positions share (bilinear pooling) give a
+   non-integer ratio (−2). `support(...)` is one backward pass for one position, for shared pixels.
 
 Only the language model's input is read, so the test holds whatever the LLM does later (deepstack, M-RoPE).
 """
@@ -52,15 +50,42 @@ def _attention_outputs(vlm) -> list[torch.nn.Linear]:
     return found
 
 
+def _float32_norms(vlm) -> list[torch.nn.Module]:
+    """LLaMA/T5-style RMSNorms before the language model (e.g. Qwen2.5-VL's vision blocks): they compute in
+    float32 whatever the model's dtype, which would spoil the float64 gradient ratios."""
+    inside_lm = {id(m) for m in vlm.family.language_model(vlm.model).modules()}
+    return [m for m in vlm.model.modules() if id(m) not in inside_lm and type(m).__name__.endswith("RMSNorm")
+            and hasattr(m, "variance_epsilon") and isinstance(getattr(m, "weight", None), torch.nn.Parameter)]
+
+
+def _rms_norm_in_own_dtype(module):
+    """The same normalisation (weight · x / √(mean x² + ε)), in the input's dtype."""
+    def forward(x):
+        return module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon))
+    return forward
+
+
 @contextlib.contextmanager
 def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> Iterator[None]:
-    """For the block: the model in float64 (no real dependence falls below the support threshold) with the
-    vision tower's attention output projections zeroed; afterwards its weights and dtype as before (float32
-    values survive the round trip through float64 unchanged)."""
+    """For the block: the model in float64 (so gradient ratios are exact to ~1e-12, not float32's ~1e-4) with the
+    vision tower's attention output projections zeroed; norms that compute in float32 whatever the model's dtype
+    compute in float64 too (LLaMA-style RMSNorms before the language model are replaced; a float64 tensor's
+    `.float()` stays float64, for Gemma's norms). Afterwards the model's weights and dtype are as before (float32
+    values survive the round trip through float64 unchanged). Test-only: `.float()` is patched process-wide."""
     dtype = vlm.model.dtype
     modules = list(modules) if modules is not None else _attention_outputs(vlm)
     saved = [(m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone()) for m in modules]
+    norms = _float32_norms(vlm)
+    to_float = torch.Tensor.float
+
+    def keep_float64(tensor, *args, **kwargs):
+        return tensor if tensor.dtype == torch.float64 and not args and not kwargs else to_float(tensor, *args,
+                                                                                                   **kwargs)
+
     try:
+        torch.Tensor.float = keep_float64
+        for norm in norms:
+            norm.forward = _rms_norm_in_own_dtype(norm)
         vlm.model.to(torch.float64)
         with torch.no_grad():
             for m in modules:
@@ -69,6 +94,9 @@ def patches_isolated(vlm, modules: Sequence[torch.nn.Linear] | None = None) -> I
                     m.bias.zero_()
         yield
     finally:
+        torch.Tensor.float = to_float
+        for norm in norms:
+            del norm.forward  # the class's own forward again
         vlm.model.to(dtype)
         with torch.no_grad():
             for m, (w, b) in zip(modules, saved):
@@ -102,37 +130,25 @@ def language_inputs(vlm, inputs: dict[str, Any], pixel_key: str = "pixel_values"
 
 def owners(pixels: torch.Tensor, embeds: torch.Tensor, positions: Sequence[int], seed: int = 0) -> np.ndarray:
     """For every element of `pixels`, the index into `positions` of the one visual position it feeds; UNSEEN
-    where none does, SHARED where several do.
-
-    Read from gradient supports only (which elements a sum of positions depends on at all), never from gradient
-    values, so float32 steps inside a float64 model (RMSNorms compute in float32) cannot blur it: for each bit b
-    of the position index, one backward pass over the positions with bit b set and one over those with it clear;
-    an element fed by one position lies in exactly one of the two for every bit, and its index is the bits where
-    it lies in the first. An element fed by two positions lies in both for a bit where their indices differ."""
+    where none does, SHARED where several do."""
     gen = torch.Generator().manual_seed(seed)
     rows = embeds[torch.as_tensor(list(positions))].to(torch.float64)  # (P, D)
     u = torch.randn(rows.shape[1], generator=gen, dtype=torch.float64)
     per_position = rows @ u  # (P,)
-    index = torch.arange(len(positions))
-
-    def depends(mask: torch.Tensor) -> np.ndarray:
-        if not mask.any():
-            return np.zeros(pixels.shape, dtype=bool)
-        g, = torch.autograd.grad(per_position[mask].sum(), pixels, retain_graph=True)
-        g = g.abs().double().numpy()
-        return g > 1e-12 * max(1.0, float(g.max()))
-
-    seen = depends(index >= 0)
-    code = np.zeros(pixels.shape, dtype=np.int64)
-    shared = np.zeros(pixels.shape, dtype=bool)
-    for b in range(max(1, (len(positions) - 1).bit_length())):
-        on = (index >> b) & 1 == 1
-        with_bit, without = depends(on), depends(~on)
-        shared |= with_bit & without
-        code |= with_bit.astype(np.int64) << b
-    out = np.full(pixels.shape, UNSEEN, dtype=np.int64)
-    out[seen] = code[seen]
-    out[seen & shared] = SHARED
+    weights = torch.arange(1, len(positions) + 1, dtype=torch.float64)
+    g1, = torch.autograd.grad((per_position * weights).sum(), pixels, retain_graph=True)
+    g0, = torch.autograd.grad(per_position.sum(), pixels, retain_graph=True)
+    g0, g1 = g0.double().numpy(), g1.double().numpy()
+    out = np.full(g0.shape, UNSEEN, dtype=np.int64)
+    seen = np.abs(g0) > 1e-12 * max(1.0, float(np.abs(g0).max()))
+    ratio = np.where(seen, g1 / np.where(seen, g0, 1.0), 0.0)
+    nearest = np.rint(ratio)
+    # float64 rounding grows as |g0| shrinks (a near-cancelling gradient): the tolerance follows it
+    gmax = float(np.abs(g0).max()) or 1.0
+    tolerance = np.minimum(0.25, 1e-9 * np.maximum(1.0, nearest) * gmax / np.where(seen, np.abs(g0), 1.0))
+    exact = seen & (np.abs(ratio - nearest) <= tolerance)
+    out[exact] = nearest[exact].astype(np.int64) - 1
+    out[seen & ~exact] = SHARED
     return out
 
 

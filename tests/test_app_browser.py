@@ -391,3 +391,61 @@ def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(pa
     _expect_text(page, "#slice-summary", "llava-next")
     _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget(size, 'llava-next', need).token_count} tokens")
     expect(page.locator("#slice-status")).not_to_contain_text(str(need), timeout=STEP_TIMEOUT_MS)
+
+
+def _boxes_overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
+        a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+def test_pack_labels_every_segment_and_says_what_the_numbers_mean(page):
+    from gridvlm.app.display import EXAMPLES, IMAGE_SETS
+    from gridvlm.packing import compare_layouts
+
+    page.get_by_role("tab", name="Pack").click()
+    examples = compare_layouts([gridvlm.image_size(p) for p in EXAMPLES], "llava-next", 8192)
+    _expect_text(page, "#pack-table", "NaViT packing")
+    _expect_text(page, "#pack-explain", f"Packing wastes {1 - examples.packed.utilization:.1%}")
+    _expect_text(page, "#pack-explain", "Like with like")
+    # Every packed segment carries its image's index, and the legend names every file.
+    labels = "#pack-figure text.bartext"
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[labels, len(EXAMPLES)],
+                           timeout=STEP_TIMEOUT_MS)
+    shown = sorted(int(t) for t in page.locator(labels).all_text_contents())
+    assert shown == list(range(len(EXAMPLES)))
+    for path in EXAMPLES:
+        _expect_text(page, "#pack-figure .legend", path.name)
+    _expect_text(page, "#mask-figure .legend", "may attend")
+
+    # A set where the order matters: the sentence says first-fit-decreasing needs fewer sequences.
+    label = next(k for k, s in IMAGE_SETS.items() if s.sizes and s.tiling == "llava-next")
+    page.locator("#pack-set input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    _expect_text(page, "#pack-explain", "Order matters here")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n",
+                           arg=[labels, len(IMAGE_SETS[label].sizes)], timeout=STEP_TIMEOUT_MS)
+    _shot(page, "13-pack-order-matters")
+    # The packer step by step: after 3 placements only 3 segments are drawn.
+    step = page.locator("#pack-step input[type=number]")
+    step.fill("3")
+    step.press("Enter")
+    _expect_text(page, "#pack-step-caption", f"Step 3 of {len(IMAGE_SETS[label].sizes)}")
+    page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[labels, 3],
+                           timeout=STEP_TIMEOUT_MS)
+
+    # At phone width no two titles of the comparison figure overlap.
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        titles = page.locator("#pack-versus .annotation-text, #pack-versus .gtitle")
+        expect(titles).to_have_count(4, timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => { const el = document.querySelector('#pack-versus .main-svg');"
+            " return !!el && el.getBoundingClientRect().width <= 390; }", timeout=STEP_TIMEOUT_MS)
+        boxes = [titles.nth(k).bounding_box() for k in range(4)]
+        assert not any(_boxes_overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]), boxes
+        for figure in ("#pack-figure", "#mask-figure", "#pack-versus"):  # every title fits the screen
+            title = page.locator(f"{figure} .gtitle").bounding_box()
+            assert title["x"] >= 0 and title["x"] + title["width"] <= 390, (figure, title)
+        _shot(page, "14-pack-phone")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

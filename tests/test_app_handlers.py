@@ -14,7 +14,7 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 import gridvlm  # noqa: E402
-from gridvlm.app import compare_tab, pack_tab, slice_tab  # noqa: E402
+from gridvlm.app import compare_tab, slice_tab  # noqa: E402
 from gridvlm.app import display as ui  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -220,55 +220,7 @@ def test_compare_needs_a_strategy(ws):
         compare_tab.compare(ws, [], False, 2048)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pack tab
-
-
-def test_pack_the_examples_against_a_padded_tiling_batch():
-    from gridvlm.packing import padded_batch_stats
-
-    packing, bars, seq_choices, mask, table, versus, summary = pack_tab.pack_images(None, 4096, 16, 1024, "given",
-                                                                                "llava-next")
-    sizes = [gridvlm.image_size(p) for p in ui.EXAMPLES]
-    navit = [gridvlm.plan(s, "navit", patch_size=16, max_tokens=1024) for s in sizes]
-    assert [item.tokens for item in packing.items] == [p.token_count for p in navit]
-    assert sum(packing.lengths) == sum(p.token_count for p in navit)
-    assert all(length <= 4096 for length in packing.lengths)
-    tiled = padded_batch_stats([gridvlm.plan(s, "llava-next").token_count for s in sizes])
-    rows = {row[0]: row for row in table}
-    assert rows["NaViT packing"][1:] == [packing.stats().rows, 4096, packing.real_tokens, packing.padding_tokens,
-                                         len(packing.sequences) * 4096, round(packing.utilization, 4),
-                                         packing.attention_cost]
-    assert rows["llava-next, padded batch"][1:] == [tiled.rows, tiled.row_len, tiled.real_tokens,
-                                                    tiled.padding_tokens, tiled.total_tokens,
-                                                    round(tiled.utilization, 4), tiled.attention_cost]
-    assert [value for _, value in seq_choices["choices"]] == list(range(len(packing.sequences)))
-    assert mask.data[0].type == "heatmap"
-    for path in ui.EXAMPLES:
-        assert path.name in summary
-    last = pack_tab.show_mask(packing, len(packing.sequences) - 1)
-    assert last.data[0].type == "heatmap"
-
-
-def test_pack_uploads_with_another_order(image_path):
-    packing, *_ = pack_tab.pack_images([image_path, image_path, image_path], 1500, 32, 1024, "first-fit-decreasing",
-                                  "internvl")
-    assert packing.order == "first-fit-decreasing" and len(packing.items) == 3
-    assert sum(packing.lengths) == 3 * (480 // 32) * (640 // 32)
-
-
-def test_pack_a_non_image_is_a_readable_error(tmp_path, image_path):
-    fake = tmp_path / "table.png"
-    fake.write_bytes(b"a,b\n1,2\n")
-    with pytest.raises(gr.Error) as shown:
-        pack_tab.pack_images([image_path, str(fake)], 4096, 16, 1024, "given", "llava-next")
-    assert "table.png" in _error_message(shown) and str(tmp_path) not in _error_message(shown)
-
-
-@pytest.mark.parametrize("max_seq_len, patch_size, per_image", [(4096, 0, 1024), (None, 16, 1024), (4096, 16, None)])
-def test_pack_bad_or_empty_numbers_are_readable_errors(max_seq_len, patch_size, per_image):
-    with pytest.raises(gr.Error):
-        pack_tab.pack_images(None, max_seq_len, patch_size, per_image, "given", "llava-next")
+# The Pack tab's handlers: tests/test_pack_tab.py
 
 
 def test_compare_with_an_emptied_budget_box_uses_the_defaults(ws):

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parent / "test_app_browser.py"
+SOURCES = sorted(SOURCE.parent.glob("test_app_browser*.py"))  # every browser test file
 WAITS = {"wait_for_function", "wait_for_selector"}
 
 
 def _calls() -> list[ast.Call]:
-    return [n for n in ast.walk(ast.parse(SOURCE.read_text())) if isinstance(n, ast.Call)]
+    return [n for path in SOURCES for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)]
 
 
 def _name(call: ast.Call) -> str:

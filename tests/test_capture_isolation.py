@@ -35,9 +35,13 @@ def noise_image(w: int, h: int, seed: int):
     return Image.fromarray(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)).resize((w, h))
 
 
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory):
-    family = "llava-next" if "llava-next" in list_adapters() else list_adapters()[0]
+# a LLaVA family, and Qwen2-VL: its model keeps multimodal rotary offsets (rope_deltas) on the shared module
+ISOLATION_FAMILIES = [f for f in ("llava-next", "qwen2-vl") if f in list_adapters()] or list_adapters()[:1]
+
+
+@pytest.fixture(scope="module", params=ISOLATION_FAMILIES)
+def vlm(tmp_path_factory, request):
+    family = request.param
     return load_vlm(make_tiny_vlm(tmp_path_factory.mktemp("isolation") / family, family, seed=3), device="cpu")
 
 

@@ -21,7 +21,7 @@ from gridvlm.models import ModelError, chat, prompt_size  # noqa: E402
 from gridvlm.models import conversation  # noqa: E402
 from gridvlm.app.errors import for_people  # noqa: E402
 
-TINY = next(iter(app_chat.TINY_MODELS))  # the tiny LLaVA-NeXT choice, built on first use
+TINY = app_chat.tiny_choice("llava-next")  # the tiny LLaVA-NeXT choice, built on first use
 N = 6  # tokens per reply: min_new_tokens = max_new_tokens, so random weights cannot stop early
 
 
@@ -54,13 +54,42 @@ def prompts(monkeypatch):
     return seen
 
 
-def test_default_model_is_tiny_without_cuda(monkeypatch):
+def test_default_model_is_tiny_offline(monkeypatch):
     monkeypatch.delenv("GRIDVLM_MODEL", raising=False)
-    if not app_chat.has_cuda():
-        assert app_chat.default_model() == TINY
-        assert "random weights — answers are meaningless, geometry is real" in TINY
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(app_chat, "_HUB", {})
+    assert app_chat.default_model() == TINY
+    assert "random weights — answers are meaningless, geometry is real" in TINY
     monkeypatch.setenv("GRIDVLM_MODEL", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
     assert app_chat.default_model() == "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+def test_default_model_with_the_hub_is_a_real_small_model_or_a_7b_on_a_gpu(monkeypatch):
+    monkeypatch.delenv("GRIDVLM_MODEL", raising=False)
+    monkeypatch.setattr(app_chat, "_HUB", {"reachable": True})
+    offered = app_chat.hub_models()
+    for cuda, defaults in ((False, app_chat.CPU_DEFAULTS), (True, app_chat.GPU_DEFAULTS)):
+        monkeypatch.setattr(app_chat, "has_cuda", lambda cuda=cuda: cuda)
+        assert app_chat.default_model() == next(m for m in defaults if m in offered)
+
+
+def test_model_list_has_every_familys_checkpoints_grouped_with_sizes():
+    from gridvlm.models import list_adapters
+    from gridvlm.models.adapter import get_adapter
+
+    entries = app_chat.catalogue()
+    families = [c.family for c in entries]
+    assert set(families) == set(list_adapters())
+    # grouped: each family's entries are consecutive, real checkpoints before its tiny one
+    assert all(families.index(f) + families.count(f) - 1 == len(families) - 1 - families[::-1].index(f)
+               for f in set(families))
+    for name in list_adapters():
+        mine = [c for c in entries if c.family == name]
+        assert [c.value for c in mine if not c.tiny] == [cp.hub_id for cp in get_adapter(name).checkpoints]
+        assert mine[-1].tiny and app_chat.TINY_LABEL in mine[-1].label
+        assert all(f"({cp.size}" in c.label for c, cp in zip(mine, get_adapter(name).checkpoints))
+    values = [v for _, v in app_chat.model_choices()]
+    assert len(values) == len(set(values)) and app_chat.default_model() in values
 
 
 def test_load_model_reports_random_weights(vlm):
@@ -260,3 +289,56 @@ def test_view_pixels_are_what_encode_feeds_the_tower(vlm, image):
     assert (got == view_pixels(vlm, image, plan, exact=True)).all()
     internvl = gridvlm.Plan.from_dict(gridvlm.plan(image, "internvl").to_dict())
     assert view_pixels(vlm, image, internvl).shape == (internvl.num_views, 3, 336, 336)
+
+
+def test_on_zerogpu_generation_and_the_attention_pass_run_inside_spaces_gpu(tmp_path):
+    """With a `spaces` module present (as on a ZeroGPU Space), both model calls are wrapped by spaces.GPU."""
+    import subprocess
+    import sys
+
+    (tmp_path / "spaces.py").write_text(
+        "WRAPPED = []\n"
+        "def GPU(fn=None, **kwargs):\n"
+        "    def wrap(f):\n"
+        "        WRAPPED.append(f.__name__)\n"
+        "        def inner(*a, **k):\n"
+        "            return f(*a, **k)\n"
+        "        inner.on_gpu = True\n"
+        "        return inner\n"
+        "    return wrap(fn) if fn is not None else wrap\n")
+    code = ("import spaces; from gridvlm.app import chat_tab, attention_panel; "
+            "assert chat_tab._stream.on_gpu and attention_panel.capture_on_gpu.on_gpu; "
+            "assert sorted(spaces.WRAPPED) == ['_stream', 'capture_on_gpu'], spaces.WRAPPED")
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env, timeout=300)
+
+
+def test_the_attention_panel_runs_its_pass_through_the_gpu_wrapper(vlm, image, monkeypatch):
+    from gridvlm.app import attention_panel
+
+    *_, (_, _, record) = app_chat.respond("Hi", [], image, None, TINY, "none", app_chat.NATIVE, max_new_tokens=4)
+    calls = []
+    original = attention_panel.capture_on_gpu
+
+    def spy(rec, key):
+        calls.append(key[0])
+        return original(rec, key)
+
+    monkeypatch.setattr(attention_panel, "capture_on_gpu", spy)
+    attention_panel._CACHE.clear()
+    for source in attention_panel.SOURCES:
+        attention_panel.show_attention(record, attention_panel.WHOLE, 0, 1, "mean", 0, source, 0.5)
+    assert calls == ["llm", "vision"]
+
+
+def test_a_model_that_sees_only_its_own_slicing_offers_native_only(vlm, image, monkeypatch):
+    update = app_chat.strategy_for_model(TINY, "none")
+    assert update["choices"] == [app_chat.NATIVE, app_chat.SLICE_PLAN]  # LLaVA-NeXT takes any plan
+    monkeypatch.setattr(type(vlm.family), "plan_mode", False)
+    update = app_chat.strategy_for_model(TINY, "none")
+    assert update["choices"] == [app_chat.NATIVE] and update["value"] == app_chat.NATIVE
+    assert "own slicing" in update["info"]
+    plan = vlm.native_plan(image.size)
+    text = app_chat.usage_markdown(image, plan.to_dict(), TINY, "none", app_chat.SLICE_PLAN, 8, [])
+    assert "see only their own slicing" in text and f"{plan.num_views - 1} tiles" in text

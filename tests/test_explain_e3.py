@@ -2,7 +2,6 @@
 the branch each reference takes at the boundaries and tie-breaks the specs name (strategies.md §8, families-2.md
 §1, §2, §5, §15, pitfalls.md 8 and 10), with the scores it decides by. The chosen candidate is the plan's own."""
 
-import time
 
 import pytest
 
@@ -235,14 +234,3 @@ def test_idefics2_split_names_the_quadrants():
     e, c = chosen((2000, 1500), "idefics2", do_image_splitting=True)
     assert c.grid == (2, 2) and c.scores["tokens"] == 320 and "4 quadrants" in e.decision
 
-
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["qwen2-vl", "kimi-vl", "fuyu", "gemma3", "gemma4", "pixtral", "idefics2"])
-def test_planning_stays_fast(name):
-    params = {"pan_and_scan": True} if name == "gemma3" else {}
-    start = time.perf_counter()
-    for _ in range(200):
-        gridvlm.plan((4032, 3024), name, **params)
-    assert (time.perf_counter() - start) / 200 < 1e-3

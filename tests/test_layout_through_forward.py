@@ -30,16 +30,46 @@ import model_probe as probe  # noqa: E402
 
 
 def views_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
-    """(1, views, 3, H, W) pixel_values (LLaVA-NeXT / OneVision anyres): one (H, W) owner map per view."""
-    per_view = owner[0]  # (views, 3, H, W)
-    assert (per_view == per_view[:, :1]).all(), "the three channels of a pixel feed different positions"
-    return list(per_view[:, 0])
+    """(1, views, 3, H, W) pixel_values (LLaVA-NeXT / OneVision anyres; Idefics3 / SmolVLM: the tiles row by row,
+    then the global view): one (H, W) owner map per view."""
+    return views_stack(owner[0], inputs)
 
 
-def images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
-    """(images, 3, H, W) pixel_values (LLaVA-1.5: one 336 × 336 view per image): one (H, W) owner map per image."""
+def views_stack(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(views, 3, H, W) pixel_values (InternVL: the tiles row by row, then the thumbnail; Gemma 3: the whole image,
+    then its Pan & Scan crops): one (H, W) map per view."""
     assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
     return list(owner[:, 0])
+
+
+def flattened_patches(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(patches, 3 · T · p · p) pixel_values of the Qwen-VL processors (one image): one (H, W) owner map of the
+    resized image. Which element holds which pixel is read from the processor itself: a colour-coded image
+    already at the resized size (resize off: that size is where smart_resize leaves it), its raw values decoded
+    from the flattened output. Qwen-VL checkpoints merge 2×2 patches and repeat a still image into 2 frames."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    _, gh, gw = (int(v) for v in inputs["image_grid_thw"][0])
+    frames, merge = 2, 2
+    p = int(round((owner.shape[1] / (3 * frames)) ** 0.5))
+    h, w = gh * p, gw * p
+    index = np.arange(h * w).reshape(h, w)
+    coded = np.stack([index % 256, index // 256 % 256, index // 65536], axis=-1).astype(np.uint8)  # (H, W, 3)
+    processor = Qwen2VLImageProcessorPil(patch_size=p, merge_size=merge, temporal_patch_size=frames,
+                                         do_resize=False, do_rescale=False, do_normalize=False)
+    from PIL import Image
+
+    flat = processor(images=Image.fromarray(coded), return_tensors="np")["pixel_values"]
+    assert flat.shape == owner.shape
+    values = np.rint(flat).astype(np.int64).reshape(len(flat), 3, frames, p * p)
+    pixel = values[:, 0] + 256 * values[:, 1] + 65536 * values[:, 2]  # (patches, frames, p·p)
+    assert (pixel == pixel[:, :1]).all(), "the frames of a patch hold different pixels"
+    assert np.array_equal(np.sort(pixel[:, 0].reshape(-1)), np.arange(h * w)), "not every pixel once"
+    per_element = owner.reshape(len(owner), 3, frames, p * p)
+    assert (per_element == per_element[:, :1, :1]).all(), "the channels or frames of a pixel feed different positions"
+    out = np.empty(h * w, dtype=np.int64)
+    out[pixel[:, 0].reshape(-1)] = per_element[:, 0, 0].reshape(-1)
+    return [out.reshape(h, w)]
 
 
 def padded_images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
@@ -54,8 +84,15 @@ def padded_images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
 PIXEL_GRIDS = {
     "llava-next": views_batch,
     "llava-onevision": views_batch,
-    "llava-1.5": images_batch,
+    "llava-1.5": views_stack,  # (images, 3, 336, 336): one view per image
     "mistral3": padded_images_batch,
+    "gemma3": views_stack,
+    "qwen2-vl": flattened_patches,
+    "qwen2.5-vl": flattened_patches,
+    "qwen3-vl": flattened_patches,
+    "internvl": views_stack,
+    "idefics3": views_batch,
+    "smolvlm": views_batch,
 }
 
 SIZES = [(640, 480), (1000, 300), (300, 900)]

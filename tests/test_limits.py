@@ -94,7 +94,7 @@ def test_too_many_images_are_refused_before_reading_them():
 def test_too_many_sequences_are_refused():
     limits.configure(max_sequences=1)
     with pytest.raises(gr.Error, match="limit max_sequences"):
-        pack_tab.pack_images(None, 300, 16, 256, "given", "llava-next")
+        pack_tab.pack_images(None, 4096, 16, 0, "given", "llava-next")  # the examples: 5 sequences
 
 
 def test_mask_figure_is_drawn_from_spans_and_equals_the_pooled_mask():
@@ -317,3 +317,46 @@ def test_model_cache_is_bounded_and_spares_a_model_in_use(tiny_dir, tmp_path):
     load_vlm(third)
     assert [v.model_id for v in loaded_models()] == [str(third.resolve())]
     clear_cache()
+
+
+@pytest.mark.slow  # starts the app in a process
+def test_sigterm_stops_the_server_and_removes_its_temp_dir(tmp_path):
+    """Spaces and Docker stop a server with SIGTERM: its own temp dir (uploads, exports, tiny models) goes too."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(TMPDIR=str(tmp_path), GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    own = tmp_path / f"gridvlm-app-{port}"
+    try:
+        for _ in range(3000):  # until it answers (each try waits on the server process, not a fixed sleep)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                try:
+                    proc.wait(timeout=0.2)
+                    pytest.fail(f"app.py exited with {proc.returncode}")
+                except subprocess.TimeoutExpired:
+                    pass
+        assert own.is_dir()
+        (own / "left-by-a-visitor.txt").write_text("x")
+        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C's way out: Python runs its exit handlers, then ends by SIGINT
+        assert proc.wait(timeout=120) in (0, -signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not own.exists()

@@ -129,7 +129,7 @@ def test_space_lists_the_checkpoints_the_app_offers():
 
     models = _front_matter()["models"]
     assert isinstance(models, list) and all(re.fullmatch(r"[\w.-]+/[\w.-]+", m) for m in models), models
-    assert sorted(models) == sorted(chat_tab.HUB_MODELS)
+    assert sorted(models) == sorted(chat_tab.hub_models())
 
 
 def test_space_installs_chromium_for_png_export():

@@ -1,7 +1,9 @@
 """gridvlm.packing: NaViT grouping against the reference vectors, and the invariants of masks and positions."""
 
 import ast
+import itertools
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gridvlm
 from gridvlm.errors import PlanError
 from gridvlm.packing import (
     ORDERS,
@@ -420,3 +423,171 @@ def test_packing_without_arrays_loads_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKING_SOURCE.parents[1])
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The packer's steps and the bounds every order obeys
+
+
+@given(sizes_st, patch_st, st.integers(0, 300), st.sampled_from(ORDERS))
+def test_placements_replay_into_the_sequences(sizes, p, extra, order):
+    packing = _packing(sizes, p, extra, order)
+    replayed: list[list[tuple[int, int]]] = []
+    for step in packing.placements():
+        assert step.opened == (step.sequence == len(replayed))
+        if step.opened:
+            replayed.append([])
+        replayed[step.sequence].append((step.item, step.tokens))
+        assert list(step.lengths) == [sum(n for _, n in seq) for seq in replayed]
+    assert replayed == packing.sequences
+
+
+@given(sizes_st, patch_st, st.integers(0, 300))
+def test_placements_walk_the_images_in_the_orders_own_order(sizes, p, extra):
+    given_steps = _packing(sizes, p, extra).placements()
+    assert [s.item for s in given_steps] == list(range(len(sizes)))
+    ffd_tokens = [s.tokens for s in _packing(sizes, p, extra, "first-fit-decreasing").placements()]
+    assert ffd_tokens == sorted(ffd_tokens, reverse=True)
+
+
+@given(st.lists(st.integers(1, 64), max_size=14), st.integers(0, 64), st.sampled_from(ORDERS))
+def test_no_order_beats_the_token_bound(counts, extra, order):
+    L = max(counts, default=1) + extra
+    packing = pack([(n, 1) for n in counts], L, patch_size=1, order=order)
+    assert len(packing.sequences) >= -(-sum(counts) // L) == packing.sequence_lower_bound
+
+
+@given(st.lists(st.integers(1, 64), max_size=14), st.integers(0, 64))
+def test_first_fit_leaves_no_two_sequences_that_would_fit_in_one(counts, extra):
+    # First fit opens a sequence only when the image fits in no earlier one, so any two sequences overflow together.
+    L = max(counts, default=1) + extra
+    lengths = pack([(n, 1) for n in counts], L, patch_size=1, order="first-fit-decreasing").lengths
+    assert all(a + b > L for k, a in enumerate(lengths) for b in lengths[k + 1:])
+
+
+@given(st.lists(st.integers(1, 64), max_size=14), st.integers(0, 64))
+def test_the_given_order_leaves_no_two_neighbours_that_would_fit_in_one(counts, extra):
+    L = max(counts, default=1) + extra
+    lengths = pack([(n, 1) for n in counts], L, patch_size=1).lengths
+    assert all(a + b > L for a, b in zip(lengths, lengths[1:]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Packing vs padding vs tiling at the same tokens per image
+
+from gridvlm import plan  # noqa: E402
+from gridvlm.packing import compare_layouts, resized_grid  # noqa: E402
+
+image_sizes_st = st.tuples(st.integers(1, 6000), st.integers(1, 6000))
+
+
+@given(image_sizes_st, st.sampled_from([14, 16, 32]), st.integers(1, 20_000))
+def test_resized_grid_fits_the_budget_and_cannot_grow_both_ways(size, p, tokens):
+    rows, cols = resized_grid(size, p, tokens)
+    assert 1 <= rows * cols <= tokens
+    if (size[1] // p) * (size[0] // p) < tokens:  # enlarged: one more row and column would not fit
+        assert (rows + 1) * (cols + 1) > tokens
+
+
+@given(st.integers(64, 6000), st.integers(64, 6000), st.integers(400, 20_000))
+def test_resized_grid_keeps_the_aspect_ratio(w, h, tokens):
+    rows, cols = resized_grid((w, h), 16, tokens)
+    if min(rows, cols) >= 20:  # a one-patch rounding moves a side by at most 1/20
+        assert abs(math.log((cols / rows) / (w / h))) < 0.11
+
+
+@given(image_sizes_st, st.integers(1, 20_000))
+def test_resized_grid_shrinks_as_navit_plans_do(size, tokens):
+    if (size[1] // 16) * (size[0] // 16) >= tokens:
+        assert resized_grid(size, 16, tokens) == plan(size, "navit", max_tokens=tokens).tiles[0].token_grid
+
+
+LAYOUT_CASES = [  # (sizes, tiling, max_seq_len, cap, order, drop_rate)
+    ([(1024, 768), (147, 144), (2560, 853)], "llava-next", 8192, None, "given", 0.0),
+    ([(1760, 940), (256, 256), (300, 200), (800, 800)], "qwen2-vl", 4096, None, "first-fit-decreasing", 0.0),
+    ([(1024, 768), (640, 480), (4032, 3024)], "internvl", 4096, 1000, "given", 0.5),
+]
+
+
+@pytest.mark.parametrize("sizes, tiling, L, cap, order, q", LAYOUT_CASES)
+def test_compare_layouts_tiles_with_the_strategy_and_matches_navit_to_it(sizes, tiling, L, cap, order, q):
+    found = compare_layouts(sizes, tiling, L, max_tokens_per_image=cap, order=order, drop_rate=q)
+    expected = [gridvlm.fit_budget(s, tiling, cap) if cap else plan(s, tiling) for s in sizes]
+    assert [p.token_count for p in found.tiled] == [p.token_count for p in expected]
+    for p, item in zip(expected, found.packing.items):
+        rows, cols = item.grid
+        assert item.size == (cols * 16, rows * 16) and item.tokens == rows * cols <= p.token_count
+        assert item.counted_tokens == int(item.tokens * (1 - q))
+    assert found.other_order.order != found.packing.order
+    assert sorted(found.other_order.to_dict()["items"], key=str) == sorted(found.packing.to_dict()["items"], key=str)
+
+
+@pytest.mark.parametrize("sizes, tiling, L, cap, order, q", LAYOUT_CASES)
+def test_compare_layouts_costs_equal_the_arithmetic_of_their_token_counts(sizes, tiling, L, cap, order, q):
+    found = compare_layouts(sizes, tiling, L, max_tokens_per_image=cap, order=order, drop_rate=q)
+    navit = [item.counted_tokens for item in found.packing.items]
+    tiled = [p.token_count for p in found.tiled]
+    rows = len(found.packing.sequences)
+    packed, padded, tiled_batch = found.layouts().values()
+    assert (packed.rows, packed.row_len, packed.padding_tokens) == (rows, L, rows * L - sum(navit))
+    assert packed.attention_cost == sum(n * n for n in navit)
+    assert (padded.rows, padded.row_len, padded.padding_tokens) == (len(sizes), max(navit),
+                                                                     len(sizes) * max(navit) - sum(navit))
+    assert padded.attention_cost == len(sizes) * max(navit) ** 2
+    assert (tiled_batch.row_len, tiled_batch.real_tokens) == (max(tiled), sum(tiled))
+
+
+def test_a_set_where_first_fit_decreasing_wins_says_so():
+    # NaViT tokens 2400, 2400, 1200, 1200 (resized to match the tiling plan) into 4096: in order 2400 | 2400+1200 |
+    # 1200, largest first 2400+1200 | 2400+1200.
+    sizes = [(960, 640), (960, 640), (480, 640), (480, 640)]
+    found = compare_layouts(sizes, "navit", 4096, patch_size=16, order="given")
+    assert [item.tokens for item in found.packing.items] == [2400, 2400, 1200, 1200]
+    assert (len(found.packing.sequences), len(found.other_order.sequences)) == (3, 2)
+    assert "Order matters here: first-fit-decreasing needs 2 sequences" in found.explanation()[-1]
+
+
+def test_where_both_orders_reach_the_bound_the_sentence_says_no_order_can_do_better():
+    found = compare_layouts([(320, 320)] * 3, "navit", 1000, patch_size=16)  # 400 tokens each: 2 sequences
+    assert len(found.packing.sequences) == len(found.other_order.sequences) == 2
+    assert "the fewest possible" in found.explanation()[-1]
+
+
+def test_an_image_over_max_seq_len_names_it_and_the_tiling_strategy():
+    with pytest.raises(PlanError, match=r"photo\.jpg gets 2,255 NaViT tokens .*llava-next.* at least 2,255"):
+        compare_layouts([(4032, 3024)], "llava-next", 1024, names=["photo.jpg"])
+
+
+def test_comparison_to_dict_is_json_serialisable():
+    found = compare_layouts([(1024, 768), (147, 144)], "llava-next", 8192)
+    data = json.loads(json.dumps(found.to_dict()))
+    assert list(data["layouts"]) == list(found.layouts())
+    assert [row["navit_tokens"] for row in data["images"]] == [item.tokens for item in found.packing.items]
+
+
+from gridvlm.packing import fewest_sequences  # noqa: E402
+
+
+def _best_next_fit_over_every_order(counts, L):
+    # Any packing is next-fit of some order (list its sequences one after another), so the minimum over all
+    # orders of the reference's grouping is the true optimum.
+    return min((len(_reference_groups(list(order), L)) for order in itertools.permutations(counts)), default=0)
+
+
+@given(st.lists(st.integers(1, 40), max_size=6), st.integers(0, 40))
+def test_fewest_sequences_is_the_best_any_order_reaches(counts, extra):
+    L = max(counts, default=1) + extra
+    assert fewest_sequences(counts, L) == _best_next_fit_over_every_order(counts, L)
+
+
+def test_fewest_sequences_gives_up_beyond_its_image_limit():
+    assert fewest_sequences([1] * 13, 4) is None and fewest_sequences([1] * 12, 4) == 3
+
+
+def test_where_an_order_beats_both_packers_the_sentence_says_so():
+    counts = [4, 4, 3, 3, 3, 3]  # optimum 4+3+3 | 4+3+3; given 4+4 | 3+3+3 | 3; FFD 4+4 | 3+3+3 | 3
+    sizes = [(n * 16, 16) for n in counts]
+    found = compare_layouts(sizes, "navit", 10, patch_size=16)
+    assert [item.tokens for item in found.packing.items] == counts
+    assert len(found.packing.sequences) == len(found.other_order.sequences) == 3
+    assert "an order exists that needs only 2" in found.explanation()[-1]

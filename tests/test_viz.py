@@ -135,13 +135,13 @@ def test_packing_figure_segments_and_utilisation():
 
 def test_mask_figure_shows_the_mask_as_is_when_small():
     packing = pack([(64, 64), (32, 64)], max_seq_len=32, patch_size=16)
-    (heat,) = mask_figure(packing, 0).data
+    heat = mask_figure(packing, 0).data[0]
     np.testing.assert_array_equal(np.asarray(heat.z, dtype=bool), packing.attention_mask(0))
 
 
 def test_mask_figure_pools_long_sequences():
     packing = pack([(512, 512), (256, 512), (256, 256)], max_seq_len=2048, patch_size=16)  # 1024 + 512 + 256
-    (heat,) = mask_figure(packing, 0).data
+    heat = mask_figure(packing, 0).data[0]
     z = np.asarray(heat.z)
     assert z.shape == (512, 512)  # 2048 tokens in 4×4 blocks
     assert z[0, 0] == 1 and z[0, 511] == 0 and z[300, 300] == 1 and z[511, 511] == 0
@@ -155,7 +155,31 @@ def test_packing_vs_tiling_figure_accepts_stats_and_dicts():
     fig = packing_vs_tiling_figure({"packing": packing.stats(), "padded batch": padded_batch_stats(counts).to_dict()})
     assert len(fig.data) == 6
     padded = [t for t in fig.data if t.name == "padded batch"]
-    assert padded[0].y[0] == 3 * 512 and padded[2].y[0] == 3 * 512**2
+    assert padded[0].x[0] == 3 * 512 and padded[2].x[0] == 3 * 512**2
+
+
+def test_packing_vs_tiling_panels_are_stacked_so_their_titles_never_share_a_line():
+    packing = pack([(256, 256), (512, 256)], max_seq_len=1024, patch_size=16)
+    fig = packing_vs_tiling_figure({"packing": packing.stats(), "padded": padded_batch_stats([256, 512])})
+    titles = fig.layout.annotations
+    assert len(titles) == 3 and len({round(a.y, 3) for a in titles}) == 3 and {a.x for a in titles} == {0.5}
+
+
+def test_mask_figure_has_a_legend_and_labels_each_block_with_its_image():
+    packing = pack([(64, 64), (32, 64), (16, 16)], max_seq_len=64, patch_size=16)
+    fig = mask_figure(packing, 0, names=["a.png", "b.png", "c.png"])
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.type == "scatter"]
+    assert any("may attend" in n for n in legend) and any("masked" in n for n in legend)
+    labels = {(a.text, a.hovertext, a.x) for a in fig.layout.annotations}
+    assert labels == {("0", "0: a.png", 8.0), ("1", "1: b.png", 20.0), ("2", "2: c.png", 24.5)}
+
+
+def test_packing_figure_up_to_a_step_draws_only_the_images_placed_so_far():
+    packing = pack([(6, 1), (5, 1), (4, 1), (3, 1)], max_seq_len=10, patch_size=1, order="first-fit-decreasing")
+    fig = packing_figure(packing, upto=2)
+    drawn = [t for t in fig.data if t.name != "padding"]
+    assert [t.name for t in drawn] == ["image 0", "image 1"]
+    assert [t.marker.line.width for t in drawn] == [1, 3]  # the latest placement is outlined
 
 
 @pytest.mark.parametrize("name", gridvlm.list_strategies())

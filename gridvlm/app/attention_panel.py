@@ -22,6 +22,11 @@ from gridvlm.errors import GridVLMError
 from . import serving
 from .errors import for_people
 
+try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
+    import spaces
+except ImportError:
+    spaces = None
+
 WHOLE, QUESTION = A.WHOLE_ANSWER, A.QUESTION
 SOURCES = A.SOURCES
 HEAD_MODES = ("mean", "max", "one head")
@@ -59,7 +64,8 @@ def show_attention(record: A.ReplyRecord | None, token: str, first_layer: float,
         raise GridVLMError("no reply yet: chat about an image first, then look at where the model attended")
     heads = int(head_index) if head_mode == "one head" else head_mode
     first, last = sorted((int(first_layer), int(last_layer)))
-    result = A.attention_maps(record, token, (first, last), heads, source, cached=_cached)
+    result = A.attention_maps(record, token, (first, last), heads, source,
+                              cached=lambda key, _: _cached(key, lambda: capture_on_gpu(record, key)))
     what = (f"vision encoder, layers {first}–{last}" if source == A.VISION
             else f"LLM layers {first}–{last}, {token}")
     head_text = f"head {heads}" if isinstance(heads, int) else f"{heads} over heads"
@@ -90,6 +96,16 @@ def redraw(record: A.ReplyRecord | None, token: str, first_layer: float, last_la
     if not record:
         return None, None, None, ""
     return show_attention(record, token, first_layer, last_layer, head_mode, head_index, source, opacity)
+
+
+def capture_on_gpu(record: A.ReplyRecord, key: tuple) -> Any:
+    """The attention pass a cache key names (`gridvlm.attention.run_capture`); under ZeroGPU it runs inside
+    @spaces.GPU, as generation does, so a GPU is attached while it runs."""
+    return A.run_capture(record, key)
+
+
+if spaces is not None:
+    capture_on_gpu = spaces.GPU(capture_on_gpu)
 
 
 def _cached(key: tuple, compute):

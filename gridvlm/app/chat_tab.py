@@ -6,8 +6,10 @@ Handlers are module-level functions of plain values (tests call them directly). 
 every user (gridvlm.models caches them); per-user data is the chat history, the user's choices and the last
 reply's record for the attention panel (a `gridvlm.attention.ReplyRecord`, in a gr.State).
 
-Default model: $GRIDVLM_MODEL; else llava-hf/llava-v1.6-mistral-7b-hf when a CUDA GPU is present; else a tiny
-random-weight LLaVA-NeXT built offline on first use ("random weights — answers are meaningless, geometry is real").
+The model list is every family's real checkpoints (from its adapter, with sizes) and its tiny random-weight
+checkpoint, grouped by family. Default: $GRIDVLM_MODEL; else a 7B-class model when a CUDA GPU is present, a small
+real model when the hub is reachable, and offline a tiny random-weight checkpoint built on first use ("random
+weights — answers are meaningless, geometry is real").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +36,14 @@ try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function 
 except ImportError:
     spaces = None
 
-GPU_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
 TINY_LABEL = "random weights — answers are meaningless, geometry is real"
-TINY_MODELS = {  # dropdown choice -> make_tiny_vlm family
-    f"tiny LLaVA-NeXT ({TINY_LABEL})": "llava-next",
-    f"tiny LLaVA-OneVision ({TINY_LABEL})": "llava-onevision",
-}
-HUB_MODELS = [GPU_MODEL, "llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-              "llava-hf/llava-onevision-qwen2-7b-ov-hf"]
+# Defaults, first one whose family gridvlm.models runs: a 7B-class model on a GPU, a small real model on a CPU
+# Space that can reach the hub, else (offline) the tiny random-weight checkpoint of the first CPU family.
+GPU_DEFAULTS = ("Qwen/Qwen2.5-VL-7B-Instruct", "llava-hf/llava-v1.6-mistral-7b-hf")
+CPU_DEFAULTS = ("HuggingFaceTB/SmolVLM-256M-Instruct", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf")
+OFFLINE_FAMILIES = ("llava-next",)  # the tiny checkpoint offered first when the hub cannot be reached
 NATIVE, SLICE_PLAN = "native", "current Slice-tab plan"
+CUT_INFO = "native: the model's own processor; Slice-tab plan: gridvlm's views through the model's encoder"
 QUANTIZATIONS = ["none", "4bit", "8bit"]
 MAX_NEW_TOKENS = 256  # default of the slider
 RANDOM_MIN_NEW_TOKENS = 8  # random weights may emit end-of-sequence at once: make them write at least this many
@@ -59,20 +61,104 @@ def has_cuda() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model dropdown."""
+
+    label: str  # what the dropdown shows: family, checkpoint and size
+    value: str  # what loads: a hub id, or a tiny-checkpoint key of tiny_models()
+    family: str  # gridvlm.models family name
+    tiny: bool
+
+
+def tiny_choice(family: str) -> str:
+    """The dropdown value of a family's tiny random-weight checkpoint (built offline on first use)."""
+    from gridvlm.models.adapter import get_adapter
+
+    return f"tiny {get_adapter(family).title or family} ({TINY_LABEL})"
+
+
+def catalogue() -> list[ModelChoice]:
+    """Every family's real hub checkpoints (with their size) and its tiny checkpoint, grouped by family."""
+    from gridvlm.models.adapter import get_adapter, list_adapters
+
+    out = []
+    adapters = sorted((get_adapter(name) for name in list_adapters()), key=lambda a: (a.title or a.name).lower())
+    for adapter in adapters:
+        title = adapter.title or adapter.name
+        for checkpoint in adapter.checkpoints:
+            cpu = ", runs on a CPU" if checkpoint.cpu_friendly else ""
+            out.append(ModelChoice(f"{title} · {checkpoint.hub_id} ({checkpoint.size}{cpu})", checkpoint.hub_id,
+                                   adapter.name, False))
+        out.append(ModelChoice(f"{title} · tiny ({TINY_LABEL})", tiny_choice(adapter.name), adapter.name, True))
+    return out
+
+
+def hub_models() -> list[str]:
+    """The real checkpoints the dropdown offers (the README's `models:` list)."""
+    return [c.value for c in catalogue() if not c.tiny]
+
+
+def tiny_models() -> dict[str, str]:
+    """Tiny-checkpoint dropdown value → make_tiny_vlm family."""
+    return {c.value: c.family for c in catalogue() if c.tiny}
+
+
+def hub_reachable(timeout_s: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers (checked once per process): offline mode says no at once."""
+    if "reachable" not in _HUB:
+        if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+            _HUB["reachable"] = False
+        else:
+            import socket
+            from urllib.parse import urlparse
+
+            host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+            try:
+                socket.create_connection((host, 443), timeout=timeout_s).close()
+                _HUB["reachable"] = True
+            except OSError:
+                _HUB["reachable"] = False
+    return _HUB["reachable"]
+
+
+_HUB: dict[str, bool] = {}
+
+
 def default_model() -> str:
-    return os.environ.get("GRIDVLM_MODEL") or (GPU_MODEL if has_cuda() else next(iter(TINY_MODELS)))
+    """$GRIDVLM_MODEL; else a 7B-class model with a GPU, a small real model on a CPU that reaches the hub, and
+    offline the tiny random-weight checkpoint (labelled as such)."""
+    if os.environ.get("GRIDVLM_MODEL"):
+        return os.environ["GRIDVLM_MODEL"]
+    offered = hub_models()
+    if hub_reachable():
+        for hub_id in (GPU_DEFAULTS if has_cuda() else CPU_DEFAULTS):
+            if hub_id in offered:
+                return hub_id
+    tiny = tiny_models()
+    families = [*OFFLINE_FAMILIES, *tiny.values()]
+    return next(tiny_choice(f) for f in families if tiny_choice(f) in tiny)
 
 
-def model_choices() -> list[str]:
-    return list(dict.fromkeys([default_model(), *HUB_MODELS, *TINY_MODELS]))
+def model_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs for the dropdown, grouped by family; a default outside the list comes first."""
+    pairs = [(c.label, c.value) for c in catalogue()]
+    default = default_model()
+    if default not in {v for _, v in pairs}:
+        pairs.insert(0, (default, default))
+    return pairs
+
+
+def offered_values() -> set[str]:
+    return {value for _, value in model_choices()}
 
 
 def check_model_choice(choice: str) -> None:
     """On a public server only the listed models load; any other hub id or local directory needs the server's
     operator to set GRIDVLM_ALLOW_ANY_MODEL=1 (limits.allow_any_model)."""
-    if choice in model_choices() or limits.active().allow_any_model:
+    if choice in offered_values() or limits.active().allow_any_model:
         return
-    listed = ", ".join(repr(c) for c in model_choices()[:4])
+    listed = ", ".join(repr(c) for c in hub_models()[:4])
     raise ModelError(f"{choice[:80]!r} is not one of the models this server offers; choose one from the list "
                      f"({listed}, …). Other hub ids and local directories load only where whoever runs the server "
                      f"has set {limits.ENV['allow_any_model']}=1.")
@@ -88,13 +174,14 @@ def model_source(choice: str) -> str:
     if not choice:
         raise ModelError("choose a model: a hub id such as 'llava-hf/llava-v1.6-mistral-7b-hf' or a local directory")
     check_model_choice(choice)
-    if choice not in TINY_MODELS:
+    tiny = tiny_models()
+    if choice not in tiny:
         return choice
     with _TINY_LOCK:
         if choice not in _TINY_DIRS:
             from gridvlm.models import make_tiny_vlm
 
-            family = TINY_MODELS[choice]
+            family = tiny[choice]
             folder = serving.own_dir() / f"tiny-{family}"
             _TINY_DIRS[choice] = str(make_tiny_vlm(folder, family))
         return _TINY_DIRS[choice]
@@ -122,12 +209,39 @@ def get_vlm(choice: str, quantization: str = "none"):
 @for_people
 def load_model(choice: str, quantization: str, progress: gr.Progress = gr.Progress()) -> str:
     """Load (or build, for the tiny models) the chosen model; returns the status text."""
-    progress(0.05, desc="building the tiny checkpoint" if choice in TINY_MODELS else f"loading {choice}")
+    progress(0.05, desc="building the tiny checkpoint" if choice in tiny_models() else f"loading {choice}")
     model_source(choice)
     progress(0.3, desc=f"loading {choice}")
     vlm = get_vlm(choice, quantization)
     progress(1.0, desc="ready")
     return model_status(vlm)
+
+
+def strategy_for_model(choice: str, quantization: str) -> dict:
+    """The "how the image is cut" control for the loaded model: both choices where the family takes any gridvlm
+    plan; native only (and saying so) where the model sees its own slicing only."""
+    if not _is_loaded(choice, quantization):
+        return gr.update(choices=[NATIVE, SLICE_PLAN], interactive=True, info=CUT_INFO)
+    vlm = get_vlm(choice, quantization)
+    if vlm.family.plan_mode:
+        return gr.update(choices=[NATIVE, SLICE_PLAN], interactive=True, info=CUT_INFO)
+    title = vlm.family.title or vlm.family.name
+    return gr.update(choices=[NATIVE], value=NATIVE, interactive=False,
+                     info=f"{title} models see only their own slicing ({vlm.family.name}); the usage line below "
+                          "says which views it makes of this image")
+
+
+def own_slicing(vlm, image_size: tuple[int, int]) -> str:
+    """What the model's own processor makes of the image, in one line."""
+    plan = vlm.native_plan(image_size)
+    rows, cols = plan.grid
+    tiles = sum(not v.is_thumbnail for v in plan.views)
+    parts = [f"{tiles} tile{'s' * (tiles != 1)}" + (f" ({rows}×{cols})" if tiles > 1 else "")]
+    if plan.thumbnail is not None:
+        parts.append(f"a global view ({'first' if plan.thumbnail_position == 'first' else 'last'})")
+    view = plan.views[0]
+    return (f"{vlm.family.title or vlm.family.name} sees its own slicing: {' and '.join(parts)}, "
+            f"views of {view.input_size[0]}×{view.input_size[1]} px")
 
 
 def model_status(vlm) -> str:
@@ -183,10 +297,15 @@ def usage_markdown(image_value: Any, plan_value: Any, choice: str, quantization:
     except GridVLMError as exc:
         return f"⚠️ {exc}"
     total = size.prompt_tokens + int(max_new_tokens)
+    if plan != "native" and not vlm.family.plan_mode:
+        return (f"⚠️ {vlm.family.title or vlm.family.name} models see only their own slicing: choose 'native'. "
+                f"{own_slicing(vlm, image.size)}.")
     name = f"{vlm.family.name} native plan" if plan == "native" else f"plan '{plan.strategy}'"
     text = (f"**{size.visual_tokens} visual tokens** ({name}) · prompt {size.prompt_tokens} + "
             f"{int(max_new_tokens)} new = **{total} of {size.context_length}** context tokens "
             f"({100 * total / size.context_length:.0f}%)")
+    if plan == "native":
+        text += f"\n\n{own_slicing(vlm, image.size)}."
     if not size.fits(int(max_new_tokens)):
         text += "\n\n⚠️ **Too long for the model's context**: choose a plan with fewer tokens or fewer new tokens."
     if size.out_of_distribution:
@@ -201,7 +320,7 @@ def _is_loaded(choice: str, quantization: str) -> bool:
     """Whether the choice is loaded: a status read, it never waits for another user's load."""
     from gridvlm.models import is_loaded
 
-    if choice in TINY_MODELS and choice not in _TINY_DIRS:
+    if choice in tiny_models() and choice not in _TINY_DIRS:
         return False
     return is_loaded(_TINY_DIRS.get(choice, choice or ""), None if quantization in (None, "none") else quantization)
 
@@ -312,8 +431,7 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
                 status = gr.Markdown("No model loaded yet.", elem_id="chat-model-status")
                 problem = gr.Markdown(elem_id="chat-status")  # what went wrong, kept after the toast is gone
                 strategy = gr.Radio([NATIVE, SLICE_PLAN], value=NATIVE, label="How the image is cut",
-                                    info="native: the model's own processor; Slice-tab plan: gridvlm's views "
-                                         "through the model's encoder", elem_id="chat-strategy")
+                                    info=CUT_INFO, elem_id="chat-strategy")
                 max_new = gr.Slider(1, 2048, value=MAX_NEW_TOKENS, step=1, label="Max new tokens",
                                     elem_id="chat-max-new-tokens")
                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
@@ -330,7 +448,7 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
         usage_in = [image_state, plan_state, model, quantization, strategy, max_new, chatbot]
         loaded = load.click(load_model, [model, quantization], status, **serving.MODEL)
         with_status(loaded, problem)
-        loaded.then(usage_markdown, usage_in, usage)
+        loaded.then(strategy_for_model, [model, quantization], strategy).then(usage_markdown, usage_in, usage)
         # The image and plan change on the Slice tab only: re-count on coming here. (No .change on those states:
         # gradio hashes a listened-to state after every event, and a Workspace holding a PIL image cannot be hashed.)
         for event in (tab.select, strategy.change, max_new.release, quantization.change):
@@ -344,7 +462,7 @@ def build_chat_tab(image_state: gr.State, plan_state: gr.State) -> dict[str, Any
             replied = locked.then(respond, chat_in, [chatbot, message, chat_state], **serving.MODEL)
             with_status(replied, problem)
             replied.then(unlock_input, None, [send, message], queue=False, show_progress="hidden")
-            replied.then(usage_markdown, usage_in, usage)
+            replied.then(strategy_for_model, [model, quantization], strategy).then(usage_markdown, usage_in, usage)
             replied.success(**panel["refresh"]).then(**panel["redraw"])
         cleared = clear.click(clear_chat, None, [chatbot, message, chat_state])
         cleared.then(usage_markdown, usage_in, usage)

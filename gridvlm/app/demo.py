@@ -72,8 +72,23 @@ def _writable_temp_dir() -> None:
         os.environ["GRADIO_TEMP_DIR"] = str(default.with_name(f"gradio-{os.getuid()}"))
 
 
+def _stop_on_sigterm() -> None:
+    """A container platform stops the server with SIGTERM, which by default ends Python without running its exit
+    handlers (and so without emptying the temp dir): treat it as Ctrl-C, which gradio closes cleanly."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def launch(demo: gr.Blocks | None = None) -> None:
-    """Serve `demo` (default: `prepare_server()` then a new `build_demo()`) until interrupted."""
+    """Serve `demo` (default: `prepare_server()` then a new `build_demo()`) until interrupted (Ctrl-C or SIGTERM;
+    either way the server's temp dir is emptied on the way out)."""
+    _stop_on_sigterm()
     port = _port()
     if demo is None:
         prepare_server()

@@ -19,6 +19,7 @@ from .. import fit_budget, list_strategies, plan, strategy_info
 from ..strategies import list_families
 from ..errors import ImageError, PlanError
 from ..geometry import Plan
+from ..packing import LayoutComparison
 
 ASSETS = Path(__file__).resolve().parent / "assets"  # package data: pip install 'gridvlm[app]' ships them
 EXAMPLES = sorted(p for p in ASSETS.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
@@ -398,53 +399,105 @@ BATCH_HEADERS = ["layout", "rows", "row length", "real tokens", "padding tokens"
 
 
 @dataclass(frozen=True)
-class PackVsTile:
-    names: list[str]  # file names, one per image
-    sizes: list[tuple[int, int]]  # (w, h) per image
-    packing: Any  # gridvlm.packing.Packing of the images' NaViT plans
-    tiling: list[Plan]  # the same images under the tiling strategy
-    stats: dict[str, Any]  # layout name -> BatchStats, for the table and packing_vs_tiling_figure
+class ImageSet:
+    """A set of images the Pack tab offers without an upload, with the settings it was chosen for."""
+
+    label: str  # what the dropdown shows
+    sizes: tuple[tuple[int, int], ...] | None  # (w, h) per image; None = the example image files
+    tiling: str  # the strategy to compare with
+    max_seq_len: int  # tokens per packed sequence
+
+
+EXAMPLE_SET = "the example images (6 files)"
+IMAGE_SETS = {s.label: s for s in (
+    ImageSet(EXAMPLE_SET, None, DEFAULT_STRATEGY, 8192),
+    # Found by a search over common photo sizes for sets where first-fit-decreasing needs fewer sequences than
+    # the given order; the explanation under the table says why for whatever the user then changes.
+    ImageSet("8 mixed photos, LLaVA-NeXT: the order matters",
+             ((768, 1024), (336, 336), (512, 512), (147, 144), (4032, 3024), (1280, 720), (2000, 1000), (512, 512)),
+             DEFAULT_STRATEGY, 8192),
+    ImageSet("8 mixed photos at native resolution (Qwen2-VL): the order matters, padding wastes most",
+             ((1760, 940), (2560, 853), (256, 256), (300, 200), (256, 256), (800, 800), (1280, 720), (1280, 720)),
+             "qwen2-vl", 4096),
+)}
+
+
+@dataclass(frozen=True)
+class PackView:
+    """What the Pack tab shows, kept in the user's gr.State for the step slider and the mask dropdown."""
+
+    names: list[str]  # one per image: the file name, or "W×H" for a set of sizes
+    comparison: LayoutComparison
+
+    @property
+    def packing(self) -> Any:
+        return self.comparison.packing
 
     def table(self) -> list[list[Any]]:
+        """One row per layout, columns as BATCH_HEADERS."""
         return [[label, s.rows, s.row_len, s.real_tokens, s.padding_tokens, s.total_tokens, round(s.utilization, 4),
-                 s.attention_cost] for label, s in self.stats.items()]
+                 s.attention_cost] for label, s in self.comparison.layouts().items()]
 
-    def summary(self) -> str:
-        """Markdown: one row per image with its NaViT and tiling token counts."""
-        tiling = self.tiling[0].strategy if self.tiling else "tiling"
-        lines = [f"| # | image | size | NaViT tokens | {tiling} tokens |", "| --- | --- | --- | --- | --- |"]
-        for k, (name, (w, h), item, p) in enumerate(zip(self.names, self.sizes, self.packing.items, self.tiling)):
-            lines.append(f"| {k} | {name} | {w}×{h} | {item.counted_tokens} | {p.token_count} |")
-        if self.packing.empty_items:
-            lines.append(f"\nImages {', '.join(map(str, self.packing.empty_items))} are smaller than one patch: "
-                         "NaViT gives them no tokens.")
+    def explanation(self) -> str:
+        """Markdown: what the numbers mean, one sentence per line."""
+        return "\n\n".join(self.comparison.explanation())
+
+    def images_markdown(self) -> str:
+        """Markdown: one row per image with its tiling tokens and the NaViT grid matched to them."""
+        c = self.comparison
+        dropped = " (after dropping)" if self.packing.drop_rate else ""
+        lines = [f"| # | image | size | {c.tiling} tokens | NaViT patches (resized to) | NaViT tokens{dropped} |",
+                 "| --- | --- | --- | ---: | --- | ---: |"]
+        for k, (name, (w, h), p, item) in enumerate(zip(self.names, c.sizes, c.tiled, self.packing.items)):
+            rows, cols = item.grid
+            nw, nh = item.size
+            lines.append(f"| {k} | {name} | {w}×{h} | {p.token_count:,} | {rows}×{cols} ({nw}×{nh} px) "
+                         f"| {item.counted_tokens:,} |")
         return "\n".join(lines)
 
+    def step_caption(self, step: int) -> str:
+        """What the packer did at `step` (1 = the first image placed; 0 = nothing placed yet)."""
+        placements = self.packing.placements()
+        if step <= 0 or not placements:
+            return (f"Step 0 of {len(placements)}: nothing placed yet. The {self.packing.order} order considers the "
+                    "images " + ("largest first." if self.packing.order == "first-fit-decreasing" else "as given."))
+        p = placements[min(step, len(placements)) - 1]
+        where = (f"opens sequence {p.sequence}" if p.opened else
+                 f"fits into sequence {p.sequence} (now {p.lengths[p.sequence]:,} of {self.packing.max_seq_len:,})")
+        return (f"Step {p.step + 1} of {len(placements)}: image {p.item} ({self.names[p.item]}, {p.tokens:,} tokens) "
+                f"{where}.")
 
-def pack_vs_tile(paths: list[str], max_seq_len: int, patch_size: int, per_image: int, order: str,
-                 tiling: str) -> PackVsTile:
-    """NaViT packing of the images (each shrunk to at most `per_image` patches) next to `tiling`'s plans of them,
-    one padded row per image. Only the files' headers are read."""
+
+def pack_image_count(paths: list[str] | None, image_set: str) -> int:
+    """How many images `pack_images_of` will read: for the limits, before any file is opened."""
+    if paths:
+        return len(paths)
+    chosen = IMAGE_SETS.get(image_set)
+    return len(EXAMPLES if chosen is None or chosen.sizes is None else chosen.sizes)
+
+
+def pack_images_of(paths: list[str] | None, image_set: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Names and (w, h) sizes of the uploads, else of the chosen image set. Only the files' headers are read."""
     from ..imaging import image_size
-    from ..packing import pack, padded_batch_stats
 
+    if not paths:
+        chosen = IMAGE_SETS.get(image_set)
+        if chosen is None:
+            raise PlanError(f"{image_set!r} is not one of the image sets; pick one of: {', '.join(IMAGE_SETS)}")
+        if chosen.sizes is not None:
+            return [f"{w}×{h}" for w, h in chosen.sizes], list(chosen.sizes)
+        paths = [str(p) for p in EXAMPLES]
     sizes = []
     for path in paths:
         with named_in_errors(path):
             sizes.append(image_size(path))
-    cap = min(per_image, max_seq_len)
-    navit = [plan(s, "navit", patch_size=patch_size, max_tokens=cap) for s in sizes]
-    packing = pack(navit, max_seq_len, patch_size=patch_size, order=order)
-    tiled = [plan(s, tiling) for s in sizes]
-    stats = {"NaViT packing": packing.stats(),
-             f"{tiling}, padded batch": padded_batch_stats([p.token_count for p in tiled])}
-    return PackVsTile([Path(p).name for p in paths], sizes, packing, tiled, stats)
+    return [Path(p).name for p in paths], sizes
 
 
 def sequence_choices(packing: Any) -> list[tuple[str, int]]:
     """Dropdown choices for the attention-mask view: one per packed sequence."""
     return [
-        (f"sequence {s}: images {', '.join(str(i) for i, _ in seq)} ({packing.lengths[s]} tokens)", s)
+        (f"sequence {s}: images {', '.join(str(i) for i, _ in seq)} ({packing.lengths[s]:,} tokens)", s)
         for s, seq in enumerate(packing.sequences)
     ]
 

@@ -56,6 +56,7 @@ from .records import (
     query_rows,
     rebuild_inputs,
     reply_record,
+    run_capture,
 )
 
 __all__ = [
@@ -65,5 +66,5 @@ __all__ = [
     "Layout", "LayoutBuilder", "ViewMaps", "cell_box", "heat_size", "map_to_views", "padding_mass",
     "position_boxes", "to_image", "view_label", "vision_view_maps", "LLM", "QUESTION", "SOURCES", "VISION",
     "WHOLE_ANSWER", "LayerChoice", "ReplyMaps", "ReplyRecord", "attention_maps", "query_rows", "rebuild_inputs",
-    "reply_record",
+    "reply_record", "run_capture",
 ]

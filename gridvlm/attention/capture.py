@@ -317,12 +317,22 @@ def _apply_mask(scores, mask, rows, seq: int, sliding_window: int | None, heads:
     return scores + mask
 
 
+def _identity(x):
+    return x
+
+
+def vision_attention_module(layer: Any) -> Any:
+    """A vision encoder layer's attention module: `self_attn` (CLIP, SigLIP) or `attention` (InternViT)."""
+    module = getattr(layer, "self_attn", None)
+    return module if module is not None else layer.attention
+
+
 class VisionAttentionRecorder(_Recorder):
     """Per view: CLS → patch attention when the tower has a CLS token, else the mean attention each patch
     receives; heads reduced. `result`: float32 (layers, views, patches)."""
 
     def __init__(self, vlm_or_model: Any, layers: Any = None, heads: str | int = "mean", has_cls: bool = True):
-        modules = [layer.self_attn for layer in vision_layers(vlm_or_model)]
+        modules = [vision_attention_module(layer) for layer in vision_layers(vlm_or_model)]
         super().__init__(modules, resolve_layers(layers, len(modules)))
         self.heads = _check_heads(heads, modules[0].num_heads)
         self.has_cls = has_cls
@@ -334,14 +344,16 @@ class VisionAttentionRecorder(_Recorder):
         views, n, _ = hidden.shape
         heads, d = module.num_heads, module.head_dim
         out = []
+        # InternViT normalises q and k over the whole width before splitting heads (Identity when it does not)
+        q_norm, k_norm = getattr(module, "q_norm", _identity), getattr(module, "k_norm", _identity)
         for v in range(views):  # one view's (heads, N, N) at a time
-            k = module.k_proj(hidden[v]).view(n, heads, d).transpose(0, 1)  # (H, N, d)
+            k = k_norm(module.k_proj(hidden[v])).view(n, heads, d).transpose(0, 1)  # (H, N, d)
             if self.has_cls:
-                q = module.q_proj(hidden[v, :1]).view(1, heads, d).transpose(0, 1)  # (H, 1, d)
+                q = q_norm(module.q_proj(hidden[v, :1])).view(1, heads, d).transpose(0, 1)  # (H, 1, d)
                 w = torch.softmax((q @ k.transpose(1, 2)) * module.scale, dim=-1, dtype=torch.float32)  # (H, 1, N)
                 w = w[:, 0, 1:]  # (H, N − 1): CLS → patches
             else:
-                q = module.q_proj(hidden[v]).view(n, heads, d).transpose(0, 1)  # (H, N, d)
+                q = q_norm(module.q_proj(hidden[v])).view(n, heads, d).transpose(0, 1)  # (H, N, d)
                 w = torch.softmax((q @ k.transpose(1, 2)) * module.scale, dim=-1, dtype=torch.float32)  # (H, N, N)
                 w = w.mean(dim=1)  # (H, N): mean attention each patch receives
             out.append(_reduce_heads(w, self.heads))

@@ -179,25 +179,36 @@ def attention_maps(record: ReplyRecord, rows: str | int = WHOLE_ANSWER, layers: 
     `heads`: "mean", "max" or a head index. `source`: LLM (one extra pass over the sequence; every layer is
     captured, so other layers and rows need no new pass) or VISION (the encoder over the plan's views).
     `cached(key, compute)`: the caller's cache of the captured weights (keys: ("llm", id, heads) and
-    ("vision", id, first, last, heads)); by default nothing is kept.
+    ("vision", id, first, last, heads)); by default nothing is kept. `compute()` is `run_capture(record, key)`,
+    which a caller may run elsewhere itself (the app runs it inside @spaces.GPU).
     """
     source = _source(source)
     default = record.layer_choice(source)
     first, last = sorted(layers) if layers is not None else (default.first, default.last)
     picked = resolve_layers((first, last), default.count)
     if source == VISION:
-        def vision():
-            return vision_attention(record.model.load(), record.image, record.plan, layers=(first, last),
-                                    heads=heads)
-
+        key = ("vision", record.id, first, last, heads)
         vlm = record.model.load()
-        view_maps = vision_view_maps(cached(("vision", record.id, first, last, heads), vision), record.plan,
+        view_maps = vision_view_maps(cached(key, lambda: run_capture(record, key)), record.plan,
                                      vlm.family.patch_pixels(vlm.geometry, record.plan))
     else:
-        weights, layout = cached(("llm", record.id, heads), lambda: _llm_weights(record, heads))
+        key = ("llm", record.id, heads)
+        weights, layout = cached(key, lambda: run_capture(record, key))
         vector = _pick_rows(record, weights[picked].mean(axis=0), rows)  # (visual,)
         view_maps = map_to_views(vector, layout, record.plan)
     return ReplyMaps(view_maps, view_maps.shares(), source, (picked[0], picked[-1]), heads)
+
+
+def run_capture(record: ReplyRecord, key: tuple) -> Any:
+    """The model pass a cache key of `attention_maps` names, from plain values only (so that it can run in a
+    GPU worker process, e.g. under ZeroGPU's @spaces.GPU): ("llm", id, heads) → (weights, layout);
+    ("vision", id, first, last, heads) → per-view maps."""
+    if key[0] == "vision":
+        _, _, first, last, heads = key
+        return vision_attention(record.model.load(), record.image, record.plan, layers=(first, last), heads=heads)
+    if key[0] == "llm":
+        return _llm_weights(record, key[2])
+    raise AttentionError(f"no capture is named {key[0]!r}")
 
 
 def _source(source: str) -> str:

@@ -68,6 +68,12 @@ class ModelAdapter:
         `describe()`), read from its config and image processor; ModelError when they disagree."""
         raise NotImplementedError
 
+    def processor_geometry(self, config: Any, processor: Any) -> Any:
+        """The geometry as `load_vlm` reads it: from the config and the whole processor, for families whose visual
+        span also depends on the tokenizer (how it splits the markers the processor writes); by default
+        `read_geometry(config, processor.image_processor)`."""
+        return self.read_geometry(config, processor.image_processor)
+
     def native_plan(self, geometry: Any, image_or_size: Any) -> Plan:
         """The gridvlm plan of the model's own processing of an image."""
         from .. import plan
@@ -147,6 +153,11 @@ class ModelAdapter:
 
         return batched_views_attention(vlm, image, plan, layers, heads)
 
+    def vision_attention_notes(self, geometry: Any, layers: Any) -> tuple[str, ...]:
+        """What the vision-encoder map of `layers` (encoder layer indices averaged, e.g. range(first, last + 1);
+        None: the default layer) shows, for the UI (e.g. windowed attention blocks)."""
+        return ()
+
     def text_queries_keys(self, module: Any, hidden: Any, rows: Any, position_embeddings: Any) -> tuple[Any, Any]:
         """(queries (1, H, R, d) of the chosen rows, keys (1, KV, S, d)) of a decoder attention module, exactly as
         its forward computes them; the default reads q/k projections, q/k norms and the rotary embedding."""
@@ -159,6 +170,23 @@ class ModelAdapter:
     def placeholder_token_id(self, vlm: VLM) -> int:
         """The token the chat template writes for an image, which the processor expands into the visual span."""
         return vlm.image_token_id
+
+    def processor_kwargs(self, geometry: Any) -> dict[str, Any]:
+        """Keyword arguments gridvlm passes to the checkpoint's processor call in native mode (settings the
+        processor does not take from the checkpoint's files by itself, e.g. Gemma 3's Pan & Scan)."""
+        return {}
+
+    def native_positions(self, vlm: VLM, prompt: str, expanded_ids: Sequence[int],
+                         plan: Plan) -> tuple[int, ...] | None:
+        """Where the visual positions sit in the processor's `expanded_ids`, for families whose expansion also
+        writes text that merges with the prompt's neighbouring tokens (Gemma 3's "\\n\\n"); None: the generic
+        rule of `native_visual_span` (every position written in place of the placeholder)."""
+        return None
+
+    def native_prompt_tokens(self, vlm: VLM, prompt: str, plan: Plan) -> int | None:
+        """Prompt tokens of a native turn whose chat-template text is `prompt`, for families that override
+        `native_positions`; None: template tokens − 1 placeholder + the layout's positions."""
+        return None
 
     def native_inputs(self, vlm: VLM, image: Image.Image, input_ids: Sequence[int]) -> dict[str, Any]:
         """Model inputs for an already expanded sequence (prompt + answer ids, as a reply record keeps them):

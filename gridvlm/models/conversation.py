@@ -101,7 +101,8 @@ def prepare_inputs(vlm: VLM, image: Any, plan: Plan | str, history: History, mes
     image = load_image(image)
     prompt = prompt_text(vlm, history, message)
     if isinstance(plan, str) and plan == NATIVE:
-        inputs = vlm.processor(images=image, text=prompt, return_tensors="pt")
+        inputs = vlm.processor(images=image, text=prompt, return_tensors="pt",
+                               **vlm.family.processor_kwargs(vlm.geometry))
         kwargs = {k: v.to(vlm.device) for k, v in inputs.items() if hasattr(v, "to")}
         for name, value in kwargs.items():
             if name != "input_ids" and value.is_floating_point():
@@ -133,6 +134,9 @@ def native_visual_span(vlm: VLM, prompt: str, expanded_ids: Sequence[int], plan:
     """Where the image sits in the processor's `expanded_ids`: the positions that replaced the chat template's
     image placeholder (image tokens, and the markers, row breaks and newlines the processor writes among them),
     as many as the family's layout of `plan` has. ModelError when the processor's sequence disagrees with it."""
+    found = vlm.family.native_positions(vlm, prompt, expanded_ids, plan)
+    if found is not None:
+        return found
     placeholder = vlm.family.placeholder_token_id(vlm)
     template_ids = vlm.tokenizer(prompt)["input_ids"]
     spots = [i for i, t in enumerate(template_ids) if t == placeholder]
@@ -168,8 +172,11 @@ def prompt_size(vlm: VLM, image_size: tuple[int, int], plan: Plan | str, history
     resolved = resolve_plan(vlm, tuple(image_size), plan)
     native = isinstance(plan, str) or vlm.is_native(resolved)
     visual = count_positions(vlm, resolved)
-    text = len(vlm.tokenizer(prompt_text(vlm, history, message))["input_ids"]) - 1  # minus the placeholder
-    return PromptSize(text + visual, visual, vlm.context_length, not native)
+    prompt = prompt_text(vlm, history, message)
+    counted = vlm.family.native_prompt_tokens(vlm, prompt, resolved) if native else None
+    if counted is None:
+        counted = len(vlm.tokenizer(prompt)["input_ids"]) - 1 + visual  # minus the placeholder
+    return PromptSize(counted, visual, vlm.context_length, not native)
 
 
 def check_context(vlm: VLM, prompt_tokens: int, visual_tokens: int, max_new_tokens: int) -> None:

@@ -57,7 +57,7 @@ class VLM:
     model: Any  # the family's transformers model with a language-modelling head, eval mode
     processor: Any  # the checkpoint's processor (PIL image backend): the reference path
     tokenizer: Any
-    geometry: Any  # the family's encoder geometry, read from the checkpoint (family.read_geometry)
+    geometry: Any  # the family's encoder geometry, read from the checkpoint (family.processor_geometry)
     device: str  # "cpu", "cuda", "cuda:1" …
     dtype: Any  # torch.dtype of the weights
     quantization: str | None = None
@@ -299,7 +299,7 @@ def _load(key: ModelKey, given: str, dtype: Any, torch) -> VLM:
         model=model,
         processor=processor,
         tokenizer=processor.tokenizer,
-        geometry=family.read_geometry(config, processor.image_processor),
+        geometry=family.processor_geometry(config, processor),
         device=key.device,
         dtype=dtype,
         quantization=key.quantization,
