@@ -109,6 +109,28 @@ def support(heat):
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
 
+def check_pooled_position(maps, layout, plan, i):
+    """A pooled position's unit mass: on the cells its bilinear taps read, by their weights (maybe in two tiles),
+    and on the image inside its box, which holds its sample centre's cell."""
+    expect = [np.zeros(m.shape) for m in maps.maps]
+    for (v, r, c), w in zip(layout.foot_cells[i], layout.foot_weights[i]):
+        if w > 0:
+            expect[v][r, c] += w
+    for got, want in zip(maps.maps, expect):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    assert maps.newline_mass == 0 and maps.stride == (1.0, 1.0)
+    heat = A.to_image(maps, plan, plan.image_size, which="tiles")
+    assert heat.sum() == pytest.approx(1.0, abs=1e-9)
+    box = A.position_boxes(layout, plan)[i]
+    sx0, sy0, sx1, sy1 = support(heat)
+    assert box[0] - 1 <= sx0 and sx1 <= box[2] + 1 and box[1] - 1 <= sy0 and sy1 <= box[3] + 1, i
+    v = layout.view[i]
+    centre = A.cell_box(plan.views[v], layout.grids[v], layout.feat_row[i], layout.feat_col[i],
+                        cell_px=layout.cell_px[v])
+    assert box[0] - 1e-6 <= (centre[0] + centre[2]) / 2 <= box[2] + 1e-6
+    assert box[1] - 1e-6 <= (centre[1] + centre[3]) / 2 <= box[3] + 1e-6
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_unit_mass_lands_in_its_view_cell_and_pixels(layouts, case):
     vlm, plan, layout = layouts[case]
@@ -125,6 +147,9 @@ def test_unit_mass_lands_in_its_view_cell_and_pixels(layouts, case):
             assert A.to_image(maps, plan, plan.image_size).sum() == 0
             continue
         v, fr, fc = layout.view[i], layout.feat_row[i], layout.feat_col[i]
+        if layout.has_footprint and not plan.views[v].is_thumbnail:
+            check_pooled_position(maps, layout, plan, i)
+            continue
         assert maps.maps[v][fr, fc] == 1 and maps.view_mass[v] == 1 and maps.newline_mass == 0
         assert maps.labels[v] == ("global view" if plan.views[v].is_thumbnail
                                   else f"tile {plan.views[v].row},{plan.views[v].col}")
@@ -146,9 +171,15 @@ def test_unit_mass_lands_in_its_view_cell_and_pixels(layouts, case):
 def test_pooling_and_unpadding_are_seen(layouts):
     vlm, plan, layout = layouts["onevision large (anyres_max_9 pooling)"]
     maps = A.map_to_views(np.ones(len(layout)), layout, plan)
-    assert maps.stride[0] > 1.1 and maps.stride[1] > 1.1  # bilinear pooling: each position covers > 1 cell
-    tiles = [p for view, p in zip(plan.views, maps.present) if not view.is_thumbnail]
-    assert sum(p.sum() for p in tiles) < sum(p.size for p in tiles)  # cells skipped by pooling
+    # bilinear pooling: each position is spread over the cells it reads, so the maps are on the tiles' own cells
+    assert layout.has_footprint and maps.stride == (1.0, 1.0)
+    pooled = layout.feature & (layout.view > 0)
+    assert (layout.foot_weights[pooled] > 0).sum(axis=1).max() == 4  # 2 × 2 taps
+    tiles = [m for view, m in zip(plan.views, maps.maps) if not view.is_thumbnail]
+    assert sum(m.sum() for m in tiles) == pytest.approx(pooled.sum())  # mass kept
+    crossing = [len({v for (v, _, _), w in zip(c, ws) if w > 0}) for c, ws in
+                zip(layout.foot_cells[pooled], layout.foot_weights[pooled])]
+    assert max(crossing) == 4  # some positions read cells of four tiles at a corner
     assert maps.present[0].all()  # the global view is whole
 
     vlm, plan, layout = layouts["llava-next wide (padded canvas, unpadding)"]

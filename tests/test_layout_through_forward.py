@@ -72,10 +72,20 @@ def flattened_patches(owner: np.ndarray, inputs) -> list[np.ndarray]:
     return [out.reshape(h, w)]
 
 
+def padded_images_batch(owner: np.ndarray, inputs) -> list[np.ndarray]:
+    """(images, 3, H, W) pixel_values padded at the bottom/right to the largest image, with `image_sizes` (h, w)
+    per image (Pixtral / Mistral 3): one (h, w) owner map per image."""
+    assert (owner == owner[:, :1]).all(), "the three channels of a pixel feed different positions"
+    sizes = inputs["image_sizes"].tolist()
+    return [owner[i, 0, :h, :w] for i, (h, w) in enumerate(sizes)]
+
+
 # family → reads the owner array of pixel_values as one (H, W) map per view, in the processor's view order
 PIXEL_GRIDS = {
     "llava-next": views_batch,
     "llava-onevision": views_batch,
+    "llava-1.5": views_stack,  # (images, 3, 336, 336): one view per image
+    "mistral3": padded_images_batch,
     "gemma3": views_stack,
     "qwen2-vl": flattened_patches,
     "qwen2.5-vl": flattened_patches,
@@ -149,7 +159,65 @@ def test_each_native_position_sees_exactly_its_cell(vlms, family, size):
             continue
         v = layout.view[i]
         if pooled and not plan.views[v].is_thumbnail:
-            continue  # pooled tile features mix several cells: checked one by one in the pooling test
+            assert layout.has_footprint, "positions read several cells but the layout has no footprint"
+            continue  # pooled tile features read several cells: test_pooled_positions_read_their_bilinear_taps
         seen_in = [k for k, m in enumerate(maps) if (m == i).any()]
         assert seen_in == [v], (i, seen_in, v)
         assert probe.box_of(maps[v] == i) == pytest.approx(cell_input_box(layout, i)), i
+
+
+def footprint_masks(layout: A.Layout, i: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """gridvlm's claim for a pooled position: per view, the input pixels of the cells its footprint reads."""
+    masks = [np.zeros(shape, dtype=bool) for shape in shapes]
+    for (v, r, c), w in zip(layout.foot_cells[i], layout.foot_weights[i]):
+        if w > 0:
+            ch, cw = layout.cell_px[v]
+            masks[v][round(r * ch):round((r + 1) * ch), round(c * cw):round((c + 1) * cw)] = True
+    return masks
+
+
+def test_pooled_positions_read_their_bilinear_taps(vlms):
+    """OneVision's anyres_max_9 (1280×960: 81×108 tile features resized bilinearly to 70×93): each pooled
+    position depends on exactly the pixels of the 2 × 2 (or fewer) cells its footprint names, across tile seams
+    too — read from the model's forward one position at a time (a sample: every seam-crossing kind and others)."""
+    family = "llava-onevision"
+    if family not in list_adapters():
+        pytest.skip(f"{family} is not a family gridvlm.models runs")
+    vlm = get_vlm(vlms, family)
+    image = noise_image(1280, 960)
+    prepared = prepare_inputs(vlm, image, "native", [], "What is in this picture?")
+    plan = vlm.native_plan(image.size)
+    layout = vlm.family.layout(vlm.geometry, plan)
+    assert layout.has_footprint and len(layout) == len(prepared.visual_positions)
+    views_read = [len({v for (v, _, _), w in zip(layout.foot_cells[i], layout.foot_weights[i]) if w > 0})
+                  for i in range(len(layout))]
+    pooled = [i for i in np.nonzero(layout.feature)[0] if not plan.views[layout.view[i]].is_thumbnail]
+    rng = np.random.default_rng(0)
+    sample = sorted({*rng.choice([i for i in pooled if views_read[i] == 1], 4, replace=False).tolist(),
+                     *rng.choice([i for i in pooled if views_read[i] == 2], 4, replace=False).tolist(),
+                     *[i for i in pooled if views_read[i] == 4][:2], pooled[0], pooled[-1]})
+    positions = list(prepared.visual_positions)
+    with probe.patches_isolated(vlm):
+        pixels, embeds = probe.language_inputs(vlm, prepared.kwargs)
+        for i in sample:
+            seen = PIXEL_GRIDS[family](probe.support(pixels, embeds, positions[i]).astype(np.int64),
+                                       prepared.kwargs)
+            expect = footprint_masks(layout, i, [m.shape for m in seen])
+            for v, (got, want) in enumerate(zip(seen, expect)):
+                assert (got.astype(bool) == want).all(), (i, v, probe.box_of(got.astype(bool)), probe.box_of(want))
+
+
+@pytest.mark.parametrize("kept,out", [(81, 70), (108, 93), (54, 37), (10, 3), (7, 6)])
+def test_bilinear_taps_are_torch_interpolate_weights(kept, out):
+    """The footprint's weights: F.interpolate(mode="bilinear") of one-hot rows gives each output row's weight
+    on each source row (bilinear is separable, so rows and columns are checked alike)."""
+    import torch.nn.functional as F
+
+    from gridvlm.models.families._llava import bilinear_taps
+
+    eye = torch.eye(kept, dtype=torch.float32)[None, :, :, None].expand(1, kept, kept, 2)  # channel k: row k
+    ref = F.interpolate(eye, [out, 2], mode="bilinear")[0, :, :, 0].T.numpy()  # (out, kept)
+    at, w = bilinear_taps(3, kept, out)
+    mine = np.zeros((out, kept))
+    np.add.at(mine, (np.arange(out)[:, None].repeat(2, 1), at - 3), w)
+    np.testing.assert_allclose(mine, ref, atol=1e-5)  # float32 rounding of the source coordinate, as torch

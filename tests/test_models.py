@@ -28,7 +28,9 @@ from gridvlm.models.visual import encode  # noqa: E402
 FAMILIES = list_adapters()  # every registered family is tested the moment its module exists
 # the LLaVA-style families (gridvlm.models.families._llava): AnyRes packing, image_newline, plan mode
 LLAVA = [f for f in FAMILIES if isinstance(get_adapter(f), LlavaAdapter)]
-TILE_SIDE = {"llava-next": 336, "llava-onevision": 384}  # the real checkpoints' encoder input, where known
+# of those, the AnyRes ones (grid pinpoints, a global view first, image_newline); LLaVA-1.5 has none of these
+ANYRES = [f for f in LLAVA if get_adapter(f).anyres_strategies]
+TILE_SIDE = {"llava-next": 336, "llava-onevision": 384, "llava-1.5": 336}  # the real checkpoints' encoder input, where known
 SIZES = [(500, 400), (1024, 768), (300, 900)]
 
 
@@ -97,7 +99,7 @@ def test_tiny_checkpoint_is_marked_and_loads_with_transformers(tiny_dirs, family
     assert config.image_token_id < config.text_config.vocab_size
 
 
-@pytest.mark.parametrize("family", LLAVA)
+@pytest.mark.parametrize("family", ANYRES)
 def test_load_vlm_reads_geometry_and_caches(vlms, tiny_dirs, family):
     vlm = vlms[family]
     assert vlm.random_weights and "random weights" in vlm.label
@@ -163,7 +165,7 @@ def test_onevision_pooled_sequence_equals_get_image_features(vlms):
     assert (seq.embeds - ref).abs().max().item() <= 1e-6
 
 
-@pytest.mark.parametrize("family", LLAVA)
+@pytest.mark.parametrize("family", ANYRES)
 @pytest.mark.parametrize("size", SIZES + [(1280, 960)])
 def test_native_layout_matches_the_plan(vlms, family, size):
     """Every position accounted for: per-view feature counts are the plan's tile token counts."""

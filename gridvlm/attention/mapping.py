@@ -10,6 +10,8 @@ anywhere.
   positions are not pixels and keep their mass apart (an attention-sink signal).
 - `to_image` spreads each cell's mass over the original pixels the cell shows (`cell_box`), dropping the parts
   of cells that lie in padding.
+- Pooled positions (OneVision's bilinear resize) carry a footprint in the layout: the cells the interpolation
+  reads and their weights; `map_to_views` spreads their values over those cells.
 """
 
 from __future__ import annotations
@@ -48,9 +50,19 @@ class Layout:
     # (height, width) in the view's input pixels of one feature cell, per view: what the cell's patches see
     # (patch size × merge factor). Empty: the grid splits the view's input evenly.
     cell_px: tuple[tuple[float, float], ...] = ()
+    # Optional, per position, the feature cells it is read from and their weights: (positions, K, 3) int of
+    # (view, feat_row, feat_col) and (positions, K) float summing to 1 for a feature (0 for newlines and
+    # separators). For pooled features (OneVision's bilinear resize) these are the up to 2 × 2 cells the
+    # interpolation reads, possibly in two tiles; None: each feature is its own cell.
+    foot_cells: np.ndarray | None = None
+    foot_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    @property
+    def has_footprint(self) -> bool:
+        return self.foot_weights is not None
 
     @property
     def feature(self) -> np.ndarray:
@@ -68,14 +80,22 @@ class Layout:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (JSON and gr.State friendly); `Layout.from_dict` takes it back."""
-        return {**{k: getattr(self, k).tolist() for k in _COLUMNS}, "grids": [list(g) for g in self.grids],
-                "cell_px": [list(c) for c in self.cell_px]}
+        out = {**{k: getattr(self, k).tolist() for k in _COLUMNS}, "grids": [list(g) for g in self.grids],
+               "cell_px": [list(c) for c in self.cell_px]}
+        if self.has_footprint:
+            out.update(foot_cells=self.foot_cells.tolist(), foot_weights=self.foot_weights.tolist())
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layout:
         columns = {k: np.asarray(data[k], dtype=np.int64).reshape(-1) for k in _COLUMNS}
+        foot = {}
+        if data.get("foot_weights") is not None:
+            weights = np.asarray(data["foot_weights"], dtype=np.float64).reshape(len(columns["kind"]), -1)
+            foot = dict(foot_cells=np.asarray(data["foot_cells"], dtype=np.int64).reshape(*weights.shape, 3),
+                        foot_weights=weights)
         return cls(**columns, grids=tuple((int(r), int(c)) for r, c in data["grids"]),
-                   cell_px=tuple((float(h), float(w)) for h, w in data.get("cell_px", ())))
+                   cell_px=tuple((float(h), float(w)) for h, w in data.get("cell_px", ())), **foot)
 
 
 class LayoutBuilder:
@@ -113,15 +133,23 @@ class LayoutBuilder:
         self._add(np.full(count, SEPARATOR), -1, -1, -1, -1, -1)
 
     def build(self, grids: Sequence[tuple[int, int]],
-              cell_px: Sequence[tuple[float, float]] | None = None) -> Layout:
+              cell_px: Sequence[tuple[float, float]] | None = None,
+              footprint: tuple[np.ndarray, np.ndarray] | None = None) -> Layout:
         """`grids`: each view's (rows, cols) feature grid; `cell_px`: each view's (height, width) of one cell in
-        its input pixels, from the tower's patch geometry (None: the grid splits the input evenly)."""
+        its input pixels, from the tower's patch geometry (None: the grid splits the input evenly);
+        `footprint`: (cells (positions, K, 3), weights (positions, K)) as `Layout.foot_cells` / `foot_weights`."""
         columns = [np.concatenate([p[i] for p in self._parts]) if self._parts else np.zeros(0, np.int64)
                    for i in range(len(_COLUMNS))]
         cells = tuple((float(h), float(w)) for h, w in cell_px) if cell_px is not None else ()
         if cells and len(cells) != len(grids):
             raise AttentionError(f"{len(cells)} cell sizes for {len(grids)} views")
-        return Layout(*columns, grids=tuple((int(r), int(c)) for r, c in grids), cell_px=cells)
+        foot = {}
+        if footprint is not None:
+            foot_cells, foot_weights = (np.asarray(a) for a in footprint)
+            if foot_weights.shape[0] != len(columns[0]) or foot_cells.shape != (*foot_weights.shape, 3):
+                raise AttentionError(f"a footprint of {foot_weights.shape[0]} positions for {len(columns[0])}")
+            foot = dict(foot_cells=foot_cells.astype(np.int64), foot_weights=foot_weights.astype(np.float64))
+        return Layout(*columns, grids=tuple((int(r), int(c)) for r, c in grids), cell_px=cells, **foot)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,8 +194,11 @@ def view_label(view: Tile) -> str:
 def _tile_stride(layout: Layout, plan: Plan) -> tuple[float, float]:
     """Feature cells per tile position along rows and columns: 1 unless the map was pooled (OneVision).
 
-    Read from the layout: the mean step between the positions' cells on the whole tile map.
+    Read from the layout: the mean step between the positions' cells on the whole tile map. A layout with a
+    footprint spreads each position over the cells it reads: 1.
     """
+    if layout.has_footprint:
+        return 1.0, 1.0
     views = plan.views
     tiles = layout.feature.copy()
     tiles[tiles] = [not views[v].is_thumbnail for v in layout.view[tiles]]
@@ -202,11 +233,22 @@ def map_to_views(vector: Sequence[float], layout: Layout, plan: Plan) -> ViewMap
     maps = [np.zeros(g) for g in layout.grids]
     present = [np.zeros(g, dtype=bool) for g in layout.grids]
     feats = layout.feature
-    for v in np.unique(layout.view[feats]):
-        at = feats & (layout.view == v)
-        cells = (layout.feat_row[at], layout.feat_col[at])
-        np.add.at(maps[v], cells, values[at])
-        present[v][cells] = True
+    if layout.has_footprint:  # each position's value spread over the cells it reads, by their weights
+        w = layout.foot_weights[feats]  # (F, K)
+        cell = layout.foot_cells[feats]  # (F, K, 3)
+        spread = (values[feats][:, None] * w).reshape(-1)
+        used = w.reshape(-1) > 0
+        view, row, col = (cell.reshape(-1, 3)[used, k] for k in range(3))
+        for v in np.unique(view):
+            at = view == v
+            np.add.at(maps[v], (row[at], col[at]), spread[used][at])
+            present[v][row[at], col[at]] = True
+    else:
+        for v in np.unique(layout.view[feats]):
+            at = feats & (layout.view == v)
+            cells = (layout.feat_row[at], layout.feat_col[at])
+            np.add.at(maps[v], cells, values[at])
+            present[v][cells] = True
     return ViewMaps(
         maps=tuple(maps), present=tuple(present), newline_mass=float(values[~feats].sum()),
         stride=_tile_stride(layout, plan), labels=tuple(view_label(view) for view in plan.views),
@@ -314,16 +356,20 @@ def heat_size(image_size: tuple[int, int], long_side: int = 256) -> tuple[int, i
 
 def position_boxes(layout: Layout, plan: Plan) -> np.ndarray:
     """(positions, 4) original-pixel box each visual position shows (NaN for newlines, separators and cells in
-    padding)."""
+    padding); with a footprint, the bounding box of the cells the position reads."""
     _check(layout, plan)
     stride = _tile_stride(layout, plan)
     out = np.full((len(layout), 4), np.nan)
     views = plan.views
     cells = layout.cell_px or (None,) * len(views)
     for i in np.nonzero(layout.feature)[0]:
-        v = layout.view[i]
-        box = cell_box(views[v], layout.grids[v], layout.feat_row[i], layout.feat_col[i],
-                       (1.0, 1.0) if views[v].is_thumbnail else stride, cell_px=cells[v])
-        if box is not None:
-            out[i] = box
+        if layout.has_footprint:  # the union of the cells the position reads
+            read = layout.foot_cells[i][layout.foot_weights[i] > 0]
+        else:
+            read = [(layout.view[i], layout.feat_row[i], layout.feat_col[i])]
+        boxes = [cell_box(views[v], layout.grids[v], r, c, (1.0, 1.0) if views[v].is_thumbnail else stride,
+                          cell_px=cells[v]) for v, r, c in read]
+        boxes = np.asarray([b for b in boxes if b is not None], dtype=np.float64).reshape(-1, 4)
+        if len(boxes):
+            out[i] = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
     return out

@@ -277,6 +277,8 @@ def _load(key: ModelKey, given: str, dtype: Any, torch) -> VLM:
     family = adapter_for_config(config, given)
     try:
         processor = family.load_processor(source, **common)
+    except ModelError:  # the family refused the checkpoint itself, with its own message
+        raise
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
         raise ModelError(f"{given!r} has a {family.name} model but its processor files could not be read: "
                          f"{_first_line(exc)}") from None

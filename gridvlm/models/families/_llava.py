@@ -114,6 +114,9 @@ class LlavaAdapter(ModelAdapter):
             r = np.asarray(sample_centres(fmap.pad_r, fmap.kept_r, fmap.out_r))[:, None]  # rows on the whole map
             c = np.asarray(sample_centres(fmap.pad_c, fmap.kept_c, fmap.out_c))[None, :]  # columns
             lay.rows_with_newlines(1 + (r // g) * cols + c // g, r // g, c // g, r % g, c % g)
+            if (fmap.out_r, fmap.out_c) != (fmap.kept_r, fmap.kept_c):
+                return lay.build([(g, g)] * plan.num_views, self.patch_pixels(geo, plan),
+                                 footprint=_pooled_footprint(fmap, g, cols))
         else:
             views, tile_at = plan.views, _tile_indices(plan)
             for i, v in enumerate(views):
@@ -272,6 +275,43 @@ class _AnyresMap:
                                                      round7=plan.params.get("pinpoint_order", "hw") == "hw")
         out_r, out_c = pooled_size(kept_r, kept_c, g, plan.params.get("max_features_tiles"))
         return cls(kept_r, kept_c, pad_r, pad_c, out_r, out_c)
+
+
+def bilinear_taps(pad: int, kept: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two source rows (or columns) on the whole map, and their weights, that F.interpolate(mode="bilinear",
+    align_corners=False) reads for each of `out` outputs from the `kept` rows starting at `pad`: (out, 2) int and
+    (out, 2) float, weights summing to 1 (the second 0 where the sample falls on a row or past the last).
+
+    PyTorch's rule (area_pixel_compute_source_index): source = (i + 0.5) · kept / out − 0.5, clamped at 0; rows
+    floor(source) and the next one (none past the last), weighted by the distance to each.
+    """
+    src = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * np.float32(kept / out)
+                     - np.float32(0.5), 0).astype(np.float64)  # float32, as PyTorch computes it for float maps
+    lo = np.minimum(src.astype(np.int64), kept - 1)
+    hi = np.minimum(lo + 1, kept - 1)
+    frac = np.where(hi > lo, src - lo, 0.0)
+    return np.stack((lo, hi), axis=1) + pad, np.stack((1.0 - frac, frac), axis=1)
+
+
+def _pooled_footprint(fmap: _AnyresMap, g: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The footprint of an anyres layout whose tile map was pooled: the global view's g² features read their own
+    cell; each pooled feature its 2 × 2 bilinear taps on the tiles' map (possibly across a tile seam); newlines
+    none. In sequence order, as `LlavaAdapter.layout` writes the positions."""
+    (rows_at, rows_w), (cols_at, cols_w) = (bilinear_taps(fmap.pad_r, fmap.kept_r, fmap.out_r),
+                                            bilinear_taps(fmap.pad_c, fmap.kept_c, fmap.out_c))
+    R = rows_at[:, None, :, None]  # (out_r, 1, 2, 1): whole-map rows
+    C = cols_at[None, :, None, :]  # (1, out_c, 1, 2): whole-map columns
+    R, C = np.broadcast_arrays(R, C)  # (out_r, out_c, 2, 2)
+    weights = (rows_w[:, None, :, None] * cols_w[None, :, None, :]).reshape(fmap.out_r, fmap.out_c, 4)
+    cells = np.stack((1 + (R // g) * cols + C // g, R % g, C % g), axis=-1).reshape(fmap.out_r, fmap.out_c, 4, 3)
+    cells = np.concatenate((cells, np.full((fmap.out_r, 1, 4, 3), -1)), axis=1).reshape(-1, 4, 3)  # + newlines
+    weights = np.concatenate((weights, np.zeros((fmap.out_r, 1, 4))), axis=1).reshape(-1, 4)
+    base = np.arange(g * g)
+    base_cells = np.zeros((g * g, 4, 3), dtype=np.int64)
+    base_cells[:, 0] = np.stack((np.zeros_like(base), base // g, base % g), axis=1)
+    base_weights = np.zeros((g * g, 4))
+    base_weights[:, 0] = 1.0
+    return np.concatenate((base_cells, cells)), np.concatenate((base_weights, weights))
 
 
 def _encoder_sized(geo: LlavaGeometry, plan: Plan) -> bool:
