@@ -596,6 +596,15 @@ def test_after_a_server_restart_the_page_asks_for_the_upload_again(page, tmp_pat
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _fresh_page(page):
+    """A new page of the same browser that opens on the default view: the page remembers the last view in the
+    browser's storage (shared by every page of one origin), so a page after other tests would open on theirs."""
+    fresh = page.context.new_page()
+    fresh.add_init_script("try { window.localStorage.clear(); } catch (e) {}")
+    fresh.set_default_timeout(STEP_TIMEOUT_MS)
+    return fresh
+
+
 def _boxes_overlap(a: dict, b: dict) -> bool:
     return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
         a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
@@ -668,7 +677,7 @@ OVERLAPPING_TITLES = """sel => { const rs = [...document.querySelectorAll(sel + 
 @pytest.fixture
 def phone(page, app_url):
     """A second page of the same browser at a phone's viewport."""
-    small = page.context.new_page()
+    small = _fresh_page(page)
     small.set_viewport_size(PHONE)
     small.set_default_timeout(STEP_TIMEOUT_MS)
     small.goto(app_url)
@@ -700,7 +709,7 @@ def test_on_a_phone_the_overlay_keeps_its_width_and_nothing_overflows(phone):
 
 
 def test_gallery_captions_are_whole_at_1280_px(page, app_url):
-    wide = page.context.new_page()
+    wide = _fresh_page(page)
     wide.set_viewport_size({"width": 1280, "height": 900})
     try:
         wide.goto(app_url)
@@ -713,3 +722,70 @@ def test_gallery_captions_are_whole_at_1280_px(page, app_url):
         assert shown == ui.view_captions(default)
     finally:
         wide.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chat and heatmaps for families beyond LLaVA: a tiled family with a global view and a native-resolution one
+
+TINY_LABEL = "random weights — answers are meaningless, geometry is real"
+FAMILIES = [("smolvlm", True), ("internvl", True), ("qwen2-vl", False)]  # (family, has a global view at 800×800)
+
+
+@pytest.mark.parametrize("family, has_global", FAMILIES)
+def test_a_family_chats_and_shows_where_it_looked(page, tmp_path, family, has_global):
+    from gridvlm.models import list_adapters
+
+    if family not in list_adapters():
+        pytest.skip(f"gridvlm.models has no {family} family")
+    from PIL import Image
+
+    from gridvlm.models.adapter import get_adapter
+
+    adapter = get_adapter(family)
+    square = tmp_path / f"{family}-square.png"
+    Image.new("RGB", (800, 800), (200, 120, 40)).save(square)
+    page.get_by_role("tab", name="Slice").click()
+    _upload(page, square)
+    _expect_text(page, "#slice-summary", "800×800")
+
+    page.get_by_role("tab", name="Chat").click()
+    label = f"{adapter.title or family} · tiny ({TINY_LABEL})"
+    page.locator("#chat-model input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    expect(page.locator("#chat-model input")).to_have_value(label, timeout=STEP_TIMEOUT_MS)
+    page.locator("#chat-load").click()
+    expect(page.locator("#chat-model-status")).to_contain_text(family, timeout=MODEL_TIMEOUT_MS)
+    expect(page.locator("#chat-model-status")).to_contain_text(TINY_LABEL, timeout=STEP_TIMEOUT_MS)
+    if not adapter.plan_mode:  # the model sees its own slicing only, and the page says which
+        _expect_text(page, "#chat-usage", "sees its own slicing")
+        expect(page.locator("#chat-strategy").get_by_text("current Slice-tab plan")).to_have_count(
+            0, timeout=STEP_TIMEOUT_MS)
+    tokens = page.locator("#chat-max-new-tokens input[type=number]")
+    tokens.fill("6")
+    tokens.blur()
+    _expect_text(page, "#chat-usage", "+ 6 new")
+
+    panel = page.get_by_text("Where did the model look? (attention)")
+    if not page.locator("#attention-source").is_visible():
+        panel.click()
+    page.locator("#attention-source").get_by_text("LLM → image").click()  # a test before may have left "vision"
+    question = f"What does {family} see in this image?"
+    page.locator("#chat-message textarea").fill(question)
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=STEP_TIMEOUT_MS)
+    page.locator("#chat-send").click()
+    try:
+        expect(page.locator('#chat-bot [data-testid="user"]').last).to_contain_text(question,
+                                                                                   timeout=STEP_TIMEOUT_MS)
+        _expect_plot_title(page, "#attention-overlay", "LLM layers")
+    except Exception:
+        _shot(page, f"20-{family}-failed")
+        raise
+    assert _plotly_traces(page, "#attention-overlay") > 0 and _plotly_traces(page, "#attention-mass") > 0
+    if has_global:
+        assert _plotly_traces(page, "#attention-global") > 0
+        _expect_text(page, "#attention-summary", "global view")
+    _shot(page, f"20-{family}-llm-attention")
+
+    page.locator("#attention-source").get_by_text("vision encoder").click()
+    _expect_plot_title(page, "#attention-overlay", "vision encoder")
+    _shot(page, f"21-{family}-vision-attention")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parent / "test_app_browser.py"
-SOURCES = sorted(SOURCE.parent.glob("test_app_browser*.py"))  # every browser test file
+SOURCES = sorted(SOURCE.parent.glob("test_app_browser*.py"))  # every browser test file (one, today)
 WAITS = {"wait_for_function", "wait_for_selector"}
 
 

@@ -235,7 +235,10 @@ def take_upload(path: str | None, shown: ui.Workspace | None, strategy: str, use
 def remember_view(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
                   params_json: str) -> tuple[dict, str, str]:
     """After a plan is shown: what the browser keeps (the view and this server's start id), the link's query
-    and the note beside it."""
+    and the note beside it. Without an image on this server (it restarted under the page) nothing is
+    overwritten: the browser keeps the view it remembers, upload included, for the banner after a reload."""
+    if ws is None:
+        return gr.skip(), gr.skip(), gr.skip()
     view = ui.current_view(ws, strategy, use_defaults, max_tokens, params_json)
     return {"server": SERVER_START, **dataclasses.asdict(view)}, view.query(), ui.share_note(view)
 
