@@ -126,8 +126,13 @@ def _compare_shown(n: int) -> str:
             f">= {n} && rows.length > 0; }})()")
 
 
-def _choose(page, strategy: str) -> None:
+def _open_strategies(page) -> None:
+    """Open the strategy dropdown (untimed: the switch starts when an option is picked)."""
     page.locator("#strategy input").click()
+    page.get_by_role("option").first.wait_for(state="visible")
+
+
+def _pick(page, strategy: str) -> None:
     page.get_by_role("option", name=strategy, exact=True).click()
 
 
@@ -145,7 +150,9 @@ def payload_kb() -> dict[str, float]:
     out = slice_tab.upload(str(PHOTO), "llava-next", True, 2048, ui.params_text("llava-next"))
     ws, overlay, _, breakdown, *_ = out
     figure, _, scatter, _ = compare_tab.compare(ws, gridvlm.list_strategies(), False, 2048)
-    _, packed, _, mask, _, versus, _ = pack_tab.pack_images(None, 4096, 16, 1024, "given", "llava-next")
+    examples = ui.IMAGE_SETS[ui.EXAMPLE_SET]  # the Pack tab's defaults, as the browser step packs them
+    _, _, _, packed, _, _, _, mask, versus, _ = pack_tab.pack_images(None, examples.max_seq_len, 16, 0, "given",
+                                                                     examples.tiling)
     return {"overlay": kb(overlay), "breakdown": kb(breakdown), "compare small multiples": kb(figure),
             "compare scatter": kb(scatter), "pack sequences": kb(packed), "pack mask": kb(mask),
             "pack vs tiling": kb(versus)}
@@ -187,7 +194,8 @@ def run(url: str, repeats: int) -> dict[str, list[float]]:
                 _wait(page, _views_count(big.num_views), "the photo's views")
                 for old, new in (("llava-next", "internvl"), ("internvl", "llava-next")):
                     n_views = gridvlm.plan((w, h), new).num_views
-                    ms = _timed(page, lambda: _choose(page, new), ["#overlay"],
+                    _open_strategies(page)
+                    ms = _timed(page, lambda: _pick(page, new), ["#overlay"],
                                    _title_starts("#overlay", f"{new} ·"))
                     keep and add("switch → overlay", ms)
                     _wait(page, _views_count(n_views), f"{new}'s views")
@@ -217,10 +225,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "browser.json")
     parser.add_argument("--url", help="an app already running (default: start one on a free port)")
     args = parser.parse_args()
+    sizes = payload_kb()  # in process, before the timed runs, so a failure here costs no browser run
     load_before = os.getloadavg()
     app = None
     if args.url is None:
-        app = App(ttl_s=1800, temp=Path(tempfile.mkdtemp(prefix="gridvlm-bench-app-")))
+        app = App(ttl_s=1800)
     try:
         url = args.url or app.url
         from urllib.request import urlopen
@@ -241,7 +250,6 @@ def main() -> None:
         if app is not None:
             app.stop()
     load_after = os.getloadavg()
-    sizes = payload_kb()
     rows = []
     for step, values in samples.items():
         median = statistics.median(values)

@@ -3,8 +3,8 @@
     python bench/ui.py [--repeats 5] [--out bench/results/ui.json]
 
 The handlers are called in process, exactly as gradio calls them (no server, no browser). The Slice tab answers
-in two events: the first (`upload`, or `describe_strategy` then `update_plan` on a switch) returns the overlay, headline, breakdown, metrics table,
-notes and plan JSON; the second (`show_views`) the gallery of views as the encoder sees them. Both are timed, and
+in two events: the first (`upload`, or `switch_strategy` on a switch, which also returns the strategy's description
+and parameters) returns the overlay, headline, breakdown, metrics table, notes and plan JSON; the second (`show_views`) the gallery of views as the encoder sees them. Both are timed, and
 so is gradio's own postprocessing of those outputs (plot to JSON, gallery images written to its cache), which
 runs before the browser gets anything. Times are the median of N runs, in ms. Compare and Pack are timed too.
 """
@@ -90,11 +90,10 @@ def main() -> None:
 
     for name in SWITCHES:
         def switch(name=name):
-            return slice_tab.describe_strategy(name), slice_tab.update_plan(ws, name, True, 2048,
-                                                                            ui.params_text(name))
+            return slice_tab.switch_strategy(ws, name, True, 2048)
 
-        first_ms, (_, out) = median_ms(switch, n)
-        figure, p = out[0], out[-1]
+        first_ms, out = median_ms(switch, n)
+        figure, p = out[3], out[3 + slice_tab.SLICE_OUTPUTS - 1]
         views_ms, gallery = median_ms(lambda: slice_tab.show_views(ws, p), n)
         post_ms, _ = median_ms(lambda: gradio_postprocess(figure, gallery), n)
         add("switch -> overlay, numbers (event 1)", name, first_ms, f"<= {GOALS_MS['switch']}")
@@ -103,8 +102,9 @@ def main() -> None:
 
     compare_ms, _ = median_ms(lambda: compare_tab.compare(ws, gridvlm.list_strategies(), False, 2048), max(1, n // 2))
     add("Compare tab, all strategies", "all", compare_ms)
-    pack_ms, _ = median_ms(lambda: pack_tab.pack_images(None, 4096, 16, 1024, "given", "llava-next"), n)
-    add("Pack tab, the 6 examples", "llava-next", pack_ms)
+    examples = ui.IMAGE_SETS[ui.EXAMPLE_SET]  # the Pack tab's defaults
+    pack_ms, _ = median_ms(lambda: pack_tab.pack_images(None, examples.max_seq_len, 16, 0, "given", examples.tiling), n)
+    add("Pack tab, the examples", examples.tiling, pack_ms)
 
     load = os.getloadavg()[0]
     print(f"{'step':<46} {'strategy':<16} {'ms':>8}  goal (ms)")

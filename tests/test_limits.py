@@ -280,13 +280,14 @@ def test_cpu_and_model_events_share_one_limit_each():
         if fn.name in {"upload", "update_plan", "set_budget", "show_views", "compare",
                        "pack_images", "show_mask", "export_figure",
                        # the Slice tab's: the page's first event, an upload, the gallery, the views zip
-                       "open_page", "take_upload", "show_views_once", "export_views", "replan_if_switched"}:
+                       "open_page", "take_upload", "show_views_once", "export_views", "switch_strategy"}:
             assert (fn.concurrency_id, fn.concurrency_limit) == ("cpu", serving.CPU_CONCURRENCY), fn.name
             seen.add(fn.name)
         if fn.name in {"respond", "load_model", "show_attention"}:
             assert (fn.concurrency_id, fn.concurrency_limit) == ("model", serving.MODEL_CONCURRENCY), fn.name
             seen.add(fn.name)
-    assert {"open_page", "take_upload", "show_views_once", "compare", "pack_images", "respond", "load_model"} <= seen
+    assert {"open_page", "take_upload", "show_views_once", "switch_strategy", "compare", "pack_images", "respond",
+            "load_model"} <= seen
 
 
 # ------------------------------------------------------------------------------------------------ models

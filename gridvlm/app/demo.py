@@ -101,4 +101,8 @@ def launch(demo: gr.Blocks | None = None) -> None:
         share=False,
         max_file_size=MAX_FILE_SIZE,
         head=f"<style>{CSS.read_text()}</style>",  # not css_paths: gradio scopes those under .contain, below the page
+        # gradio's run history copies every event's inputs and outputs (upload paths, figures of up to ~0.5 MB) into
+        # the visitor's localStorage and rewrites the whole list on every event: once the Compare figure was in it,
+        # a strategy switch took 3× longer in the browser
+        run_history=False,
     )

@@ -14,6 +14,7 @@ from . import serving
 from .errors import for_people, session_id, with_status
 
 
+@serving.one_at_a_time  # picking an image set sends the dropdown's input twice
 @for_people
 def pack_images(paths: list[str] | None, max_seq_len: float, patch_size: float, per_image: float | None, order: str,
                 tiling: str, drop_rate: float = 0.0, image_set: str = ui.EXAMPLE_SET) -> tuple:
@@ -48,6 +49,7 @@ def show_step(view: ui.PackView | None, step: float | None) -> tuple:
     return viz.packing_figure(view.packing, names=view.names, upto=k), view.step_caption(k)
 
 
+@serving.one_at_a_time  # the sequence dropdown sends input twice per choice
 @for_people
 def show_mask(view: ui.PackView | None, seq: int | None) -> Any:
     """The attention mask of one packed sequence."""

@@ -8,6 +8,8 @@ no files behind, and the temp dir's hygiene (gridvlm's own folder, uploads of en
 - `own_dir()`: gridvlm's own files (exports, tiny models) in one folder, emptied at start and on exit.
 - `track_upload` / `session_ended`: an upload is deleted when the last session holding it ends.
 - `check_disk`: the temp dir's total stays under `Limits.max_temp_bytes`.
+- `one_at_a_time`: a second identical call of a session while the first runs does nothing (gradio's dropdown
+  sends ``input`` twice for one choice).
 """
 
 from __future__ import annotations
@@ -46,6 +48,51 @@ class UploadFile(gr.File):
             raise gr.Error(f"this file type cannot be used here; upload one of {', '.join(self.file_types)}",
                            print_exception=False)
         return NamedString(f.path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Duplicate events
+
+_RUNNING: set[tuple] = set()  # (session, handler, its arguments) of the calls running now
+_RUNNING_LOCK = threading.Lock()
+
+
+def _argument_key(value) -> object:
+    """An argument as part of a call's identity: plain values by value, anything else (the session's own state
+    objects, which gradio hands every event of the session as the same object) by identity."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_argument_key(v) for v in value)
+    return ("object", id(value))
+
+
+def one_at_a_time(fn):
+    """`fn` for an event that gradio 6.31 may send twice at once: its dropdown dispatches ``input`` on a choice and
+    again on the blur that follows it, so one choice would plan (and redraw the page) twice. A call identical to
+    one of the same session that is still running returns gr.skip(), which changes nothing on the page; outside
+    a request (tests, scripts) every call runs."""
+    import functools
+
+    from .errors import session_id
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        session = session_id()
+        if session is None:
+            return fn(*args, **kwargs)
+        key = (session, fn.__qualname__, _argument_key(args), _argument_key(tuple(sorted(kwargs.items()))))
+        with _RUNNING_LOCK:
+            if key in _RUNNING:
+                return gr.skip()
+            _RUNNING.add(key)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(key)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -108,12 +108,32 @@ def update_plan(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
 
 
 def describe_strategy(strategy: str) -> tuple[str, str, str]:
-    """A new strategy's description, default parameters (JSON) and their help.
-
-    A strategy switch shows these first, in an event of their own, then plans (`update_plan`): when the plan is
-    refused (a budget it cannot meet), the new strategy's description and parameters still show, beside the last
-    good figures and the message, so the next change is made with the right parameters."""
+    """A strategy's description, default parameters (JSON) and their help."""
     return ui.strategy_about(strategy), ui.params_text(strategy), ui.params_help(strategy)
+
+
+SLICE_OUTPUTS = 7  # what `slice_image` returns: overlay, headline, breakdown, table, notes, JSON file, plan
+
+
+@serving.one_at_a_time
+def switch_strategy(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
+                    show_windows: bool = False, described: str | None = None) -> tuple:
+    """A strategy switch, in one event (one round trip): the new strategy's description, default parameters and
+    their help, then its plan with those parameters. When the plan is refused (a budget it cannot meet), the
+    description and parameters still change, beside the last good figures and the reason, so the next change is
+    made with the right parameters. Outputs: the three of `describe_strategy`, the Slice outputs, the status.
+
+    `described` is the description the page shows: when it is already this strategy's, nothing changes (gradio's
+    dropdown sends ``input`` on every blur too, and the user's edited parameters must stay). After the family
+    narrowed the list this is the same rule: a switch only when the narrowed list changed the strategy."""
+    try:
+        about = describe_strategy(strategy)
+    except Exception as exc:  # noqa: BLE001 - a name the list does not hold (sent past the dropdown)
+        return (*[gr.skip()] * (3 + SLICE_OUTPUTS), warning(sentence(exc)))
+    if described is not None and described.strip() == about[0].strip():
+        return gr.skip()
+    planned = keep_whole(update_plan, SLICE_OUTPUTS)(ws, strategy, use_defaults, max_tokens, about[1], show_windows)
+    return (*about, *planned)
 
 
 @for_people
@@ -121,22 +141,6 @@ def set_budget(ws: ui.Workspace | None, strategy: str, max_tokens: float, params
                show_windows: bool = False) -> tuple:
     """Moving the budget slider switches from the strategy's defaults to fitting the budget."""
     return (False, *slice_image(ws, strategy, False, max_tokens, params_json, show_windows))
-
-
-def follow_strategy(strategy: str, p: gridvlm.Plan | None) -> tuple:
-    """After the family narrowed the list: the new strategy's description and parameters when the strategy
-    changed; nothing (the user's edited parameters stay) when the shown plan's strategy is still chosen."""
-    if p is not None and p.strategy == strategy:
-        return gr.skip()
-    return describe_strategy(strategy)
-
-
-def replan_if_switched(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_tokens: float,
-                       params_json: str, show_windows: bool, p: gridvlm.Plan | None) -> tuple:
-    """`update_plan` after the family narrowed the list, when that changed the strategy (else nothing)."""
-    if p is not None and p.strategy == strategy:
-        return gr.skip()
-    return update_plan(ws, strategy, use_defaults, max_tokens, params_json, show_windows)
 
 
 def choose_family(family: str, p: gridvlm.Plan | None) -> dict:
@@ -241,6 +245,14 @@ def remember_view(ws: ui.Workspace | None, strategy: str, use_defaults: bool, ma
         return gr.skip(), gr.skip(), gr.skip()
     view = ui.current_view(ws, strategy, use_defaults, max_tokens, params_json)
     return {"server": SERVER_START, **dataclasses.asdict(view)}, view.query(), ui.share_note(view)
+
+
+def after_plan(ws: ui.Workspace | None, p: gridvlm.Plan | None, strategy: str, use_defaults: bool,
+               max_tokens: float, params_json: str) -> tuple:
+    """What follows a shown plan, in one event: "why this grid?", the legend, what the browser remembers, the
+    link's query and its note. One event, not four: the browser redoes work for every component an event has
+    touched each time any event starts or ends (gradio's loading status), so each extra event costs the page."""
+    return (why_this_grid(p), legend_for(p), *remember_view(ws, strategy, use_defaults, max_tokens, params_json))
 
 
 def restored_view(query: dict[str, str], saved: dict | None) -> tuple[ui.SliceView, str]:
@@ -401,14 +413,16 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                 file_status = gr.Markdown(elem_id="export-status")
                 figure_files = gr.File(label="Files", file_count="multiple", height=90, elem_id="figure-files")
 
-    slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]
+    slice_out = [overlay, summary, breakdown, metrics_df, notes, plan_json, plan_state]  # SLICE_OUTPUTS
     knobs = [strategy, use_defaults, budget, params, show_windows]
     # progress on the overlay only: a timer over each of the 7 outputs was redrawn ~10 times a second per output,
     # work the browser then did while it should have been drawing the figures
     cpu = dict(**serving.CPU, show_progress_on=overlay)
-    planned = keep_whole(update_plan, len(slice_out))
-    to_budget = keep_whole(set_budget, len(slice_out) + 1)
+    planned = keep_whole(update_plan, SLICE_OUTPUTS)
+    to_budget = keep_whole(set_budget, SLICE_OUTPUTS + 1)
     replan = dict(fn=planned, inputs=[ws, *knobs], outputs=[*slice_out, status], **cpu)
+    switch = dict(fn=switch_strategy, inputs=[ws, strategy, use_defaults, budget, show_windows, about],
+                  outputs=[about, params, params_doc, *slice_out, status], **cpu)
     opened = demo.load(open_page, [image, remembered],
                        [image, family, strategy, use_defaults, budget, params, show_windows, apply,
                         examples.dataset, about,
@@ -418,12 +432,8 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
         opened,
         image.change(take_upload, [image, ws, *knobs], [ws, *slice_out, image, upload_status, status], **cpu),
         # .input, not .change: the page's first event sets the strategy (and its parameters) itself
-        strategy.input(describe_strategy, strategy, [about, params, params_doc], queue=False,
-                       show_progress="hidden").then(**replan),
-        family.input(choose_family, [family, plan_state], strategy).then(
-            follow_strategy, [strategy, plan_state], [about, params, params_doc], queue=False,
-            show_progress="hidden").then(keep_whole(replan_if_switched, len(slice_out)), [ws, *knobs, plan_state],
-                                         [*slice_out, status], **cpu),
+        strategy.input(**switch),
+        family.input(choose_family, [family, plan_state], strategy).then(**switch),
         use_defaults.input(**replan),
         budget.release(to_budget, [ws, strategy, budget, params, show_windows], [use_defaults, *slice_out, status],
                        **cpu),
@@ -432,9 +442,7 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
     ):
         event.success(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
                       **serving.CPU)
-        event.success(why_this_grid, plan_state, why, queue=False, show_progress="hidden")
-        event.success(legend_for, plan_state, legend, queue=False, show_progress="hidden")
-        event.success(remember_view, [ws, *knobs[:4]], [remembered, link_query, link_note], queue=False,
-                      show_progress="hidden").then(None, link_query, link, js=LINK_JS)
+        event.success(after_plan, [ws, plan_state, *knobs[:4]], [why, legend, remembered, link_query, link_note],
+                      queue=False, show_progress="hidden").then(None, link_query, link, js=LINK_JS)
     make_files.click(keep_whole(export_figure, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
     make_zip.click(keep_whole(export_views, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
