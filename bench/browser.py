@@ -153,7 +153,7 @@ def payload_kb() -> dict[str, float]:
     examples = ui.IMAGE_SETS[ui.EXAMPLE_SET]  # the Pack tab's defaults, as the browser step packs them
     _, _, _, packed, _, _, _, mask, versus, _ = pack_tab.pack_images(None, examples.max_seq_len, 16, 0, "given",
                                                                      examples.tiling)
-    return {"overlay": kb(overlay), "breakdown": kb(breakdown), "compare small multiples": kb(figure),
+    return {"overlay": kb(overlay), "breakdown (HTML)": round(len(breakdown) / 1024, 1), "compare small multiples": kb(figure),
             "compare scatter": kb(scatter), "pack sequences": kb(packed), "pack mask": kb(mask),
             "pack vs tiling": kb(versus)}
 

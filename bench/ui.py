@@ -83,7 +83,7 @@ def main() -> None:
         ("  part: decode + preview (ui.open_workspace)", lambda: ui.open_workspace(str(PHOTO))),
         ("  part: metrics.seam_energy on the preview", lambda: metrics.seam_energy(ws.preview, p)),
         ("  part: viz.plan_figure", lambda: viz.plan_figure(p, image=ws.preview, seams=seams)),
-        ("  part: viz.token_breakdown_figure", lambda: viz.token_breakdown_figure(p)),
+        ("  part: display.breakdown_html", lambda: ui.breakdown_html(p)),
         ("  part: pixels.views (fast path, as the gallery)", lambda: pixels.views(ws.image, p, exact=False)),
     ]:
         add(part, "llava-next", median_ms(fn, n)[0])

@@ -84,7 +84,10 @@ def test_every_strategy_through_the_slice_handlers(ws, name):
     assert gridvlm.strategy_info(name).summary in about
     for key in gridvlm.strategy_info(name).params:
         assert f"`{key}`" in params_doc
-    assert sum(sum(t.x) for t in breakdown.data) == expected.token_count + expected.text_tokens
+    parts = dict(re.findall(r'title="([^"]+): ([\d,]+) tokens"', breakdown))  # the bar's segments, by name
+    assert {k: int(v.replace(",", "")) for k, v in parts.items()} == {
+        **expected.tokens, **({"text (wrapper)": expected.text_tokens} if expected.text_tokens else {})}
+    assert f"{expected.token_count + expected.text_tokens:,} tokens" in breakdown
 
     gallery = slice_tab.show_views(ws, p)
     assert len(gallery) == expected.num_views

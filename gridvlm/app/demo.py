@@ -20,6 +20,7 @@ from . import display, errors, serving
 
 MAX_FILE_SIZE = "25mb"  # per upload; larger files are refused by gradio before any handler runs
 CSS = Path(__file__).resolve().parent / "assets" / "app.css"  # phone layout, gallery captions (package data)
+PLOTLY_ONCE_JS = CSS.with_name("plotly_once.js")  # each gr.Plot update drawn once, not twice (see the file)
 QUEUE_SIZE = 64  # events waiting beyond that are refused with "queue full" rather than piling up
 
 
@@ -87,6 +88,12 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+def page_head() -> str:
+    """What the page's <head> gets: the app's CSS (not css_paths: gradio scopes those under .contain, below the
+    page) and the script that draws each figure update once."""
+    return f"<style>{CSS.read_text()}</style><script>{PLOTLY_ONCE_JS.read_text()}</script>"
+
+
 def launch(demo: gr.Blocks | None = None) -> None:
     """Serve `demo` (default: `prepare_server()` then a new `build_demo()`) until interrupted (Ctrl-C or SIGTERM;
     either way the server's temp dir is emptied on the way out)."""
@@ -100,7 +107,7 @@ def launch(demo: gr.Blocks | None = None) -> None:
         server_port=port,
         share=False,
         max_file_size=MAX_FILE_SIZE,
-        head=f"<style>{CSS.read_text()}</style>",  # not css_paths: gradio scopes those under .contain, below the page
+        head=page_head(),
         # gradio's run history copies every event's inputs and outputs (upload paths, figures of up to ~0.5 MB) into
         # the visitor's localStorage and rewrites the whole list on every event: once the Compare figure was in it,
         # a strategy switch took 3× longer in the browser

@@ -429,6 +429,29 @@ def metrics_rows(p: Plan, metrics: dict[str, Any], seam_score: float | None = No
     return rows
 
 
+def breakdown_html(p: Plan) -> str:
+    """The plan's token breakdown as one stacked bar in HTML, with its legend: the parts of `p.tokens`, then the
+    wrapper's text tokens, each coloured as `viz.token_breakdown_figure` colours it. HTML rather than a figure: the
+    browser lays it out at once, where a plotly bar took ~90 ms of every Slice update to draw."""
+    from html import escape
+
+    from ..viz import PALETTE
+
+    parts = dict(p.tokens)
+    if p.text_tokens:
+        parts["text (wrapper)"] = p.text_tokens
+    total = sum(parts.values())
+    title = f"{p.strategy}: {total:,} tokens"
+    segments, legend = [], []
+    for k, (key, n) in enumerate(parts.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        what = escape(f"{key}: {n:,} tokens")
+        segments.append(f'<span class="gv-part" style="flex-grow:{n};background:{colour}" title="{what}">{n:,}</span>')
+        legend.append(f'<li><i style="background:{colour}"></i>{escape(key)} <b>{n:,}</b></li>')
+    return (f'<figure class="gv-breakdown" aria-label="{escape(title)}"><figcaption>{escape(title)}</figcaption>'
+            f'<div class="gv-bar">{"".join(segments)}</div><ul class="gv-legend">{"".join(legend)}</ul></figure>')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Compare tab
 

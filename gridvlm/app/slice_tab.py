@@ -63,7 +63,7 @@ def slice_image(ws: ui.Workspace | None, strategy: str, use_defaults: bool, max_
     return (
         viz.plan_figure(p, image=ws.preview, seams=seams, show_windows=show_windows),
         ui.headline(p, seam_score, plan_metrics["coverage"]),
-        viz.token_breakdown_figure(p),
+        ui.breakdown_html(p),
         ui.metrics_rows(p, plan_metrics, seam_score),
         ui.notes_markdown(p),
         _export(f"{p.strategy}_plan.json", json.dumps(p.to_dict(), indent=2).encode()),
@@ -345,6 +345,13 @@ BUDGET_KEYS_JS = """() => {
       e.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
   }, true);
 }"""
+# The events that follow a plan (the views, "why this grid?", the link) start once the browser has drawn the new
+# overlay: each event's start and end make gradio revisit every component an event has touched, work that would
+# otherwise run before the overlay is on the screen. A hidden page draws no frames, hence the bound.
+AFTER_PAINT_JS = """() => new Promise((done) => {
+  requestAnimationFrame(() => setTimeout(done, 0));
+  setTimeout(done, 250);
+})"""
 # The link's address is the page's own (behind a proxy the server does not know it); the server adds the query.
 LINK_JS = "(query) => query ? window.location.origin + window.location.pathname + query : ''"
 
@@ -398,7 +405,7 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
                 views = gr.Gallery(label="Views as the encoder sees them", columns=7, height=300,
                                    object_fit="contain", format="jpeg", elem_id="views")
                 with gr.Row():
-                    breakdown = gr.Plot(label="Token breakdown", elem_id="breakdown")
+                    breakdown = gr.HTML(label="Token breakdown", elem_id="breakdown", js_on_load=None)
                     metrics_df = gr.Dataframe(headers=["quantity", "value"], datatype=["str", "str"],
                                               label="Tokens and metrics", interactive=False, wrap=True,
                                               column_widths=["70%", "30%"], elem_id="metrics")
@@ -440,9 +447,10 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
         apply.click(**replan),
         show_windows.input(**replan),
     ):
-        event.success(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
-                      **serving.CPU)
-        event.success(after_plan, [ws, plan_state, *knobs[:4]], [why, legend, remembered, link_query, link_note],
-                      queue=False, show_progress="hidden").then(None, link_query, link, js=LINK_JS)
+        painted = event.success(None, js=AFTER_PAINT_JS)
+        painted.then(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
+                     **serving.CPU)
+        painted.then(after_plan, [ws, plan_state, *knobs[:4]], [why, legend, remembered, link_query, link_note],
+                     queue=False, show_progress="hidden").then(None, link_query, link, js=LINK_JS)
     make_files.click(keep_whole(export_figure, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
     make_zip.click(keep_whole(export_views, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
