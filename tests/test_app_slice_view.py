@@ -194,6 +194,42 @@ def test_an_accepted_upload_clears_both_statuses(ws):
     assert upload_status == plan_status == ""
 
 
+def test_a_refused_switch_shows_the_new_strategy_with_the_last_good_figures(ws):
+    about, params_json, params_doc, *shown, status = slice_tab.switch_strategy(ws, "llava-next", False, 100)
+    assert about == ui.strategy_about("llava-next") and params_json == ui.params_text("llava-next")
+    assert "`grid_pinpoints`" in params_doc
+    assert shown == [gr.skip()] * slice_tab.SLICE_OUTPUTS  # the last good figures stay
+    assert status.startswith("⚠️") and "Raise the budget to" in status
+
+
+def test_a_switch_plans_the_new_strategy_with_its_defaults(ws):
+    about, params_json, _, *shown, status = slice_tab.switch_strategy(ws, "internvl", True, 2048,
+                                                                      described=ui.strategy_about("llava-next"))
+    assert shown[-1] == gridvlm.plan(ws.size, "internvl") and status == ""
+    assert about == ui.strategy_about("internvl") and params_json == ui.params_text("internvl")
+
+
+def test_a_switch_to_the_strategy_already_described_changes_nothing(ws):
+    # gradio's dropdown sends `input` on every blur: the user's edited parameters must survive it
+    assert slice_tab.switch_strategy(ws, "internvl", True, 2048,
+                                     described=ui.strategy_about("internvl") + "\n") == gr.skip()
+
+
+def test_a_switch_to_a_name_the_list_does_not_hold_says_so(ws):
+    *kept, status = slice_tab.switch_strategy(ws, "no-such-strategy", True, 2048)
+    assert kept == [gr.skip()] * (3 + slice_tab.SLICE_OUTPUTS) and "no-such-strategy" in status
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_the_breakdown_bar_has_one_segment_per_part_in_the_plans_order(ws, name):
+    p = gridvlm.plan(ws.size, name)
+    html = ui.breakdown_html(p)
+    parts = [*p.tokens.items(), *((("text (wrapper)", p.text_tokens),) if p.text_tokens else ())]
+    assert re.findall(r'title="([^"]+): ([\d,]+) tokens"', html) == [(k, f"{n:,}") for k, n in parts]
+    assert re.findall(r"flex-grow:(\d+)", html) == [str(n) for _, n in parts]  # widths in proportion
+    assert f"{name}: {p.token_count + p.text_tokens:,} tokens" in html
+
+
 def test_the_gallery_is_not_resampled_for_the_plan_it_shows(ws):
     p = gridvlm.plan(ws.size, "llava-next")
     update, shown = slice_tab.show_views_once(ws, p, None)
@@ -348,3 +384,51 @@ def test_the_seam_colour_bar_runs_the_way_the_seam_lines_are_coloured(ws):
         at = min(1.0, energy / bar.marker.cmax)
         assert color == sample_colorscale([list(s) for s in stops], [at])[0]
     assert sample_colorscale([list(s) for s in stops], [0])[0] == "rgb(255, 255, 204)"  # pale: cuts nothing
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Duplicate events
+
+
+def _in_session(session: str, fn, *args):
+    """`fn(*args)` as gradio runs it for a request of `session` (in a thread, with that request in the context)."""
+    import contextvars
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    def call():
+        LocalContext.request.set(SimpleNamespace(session_hash=session))
+        return fn(*args)
+
+    return contextvars.Context().run(call)
+
+
+def test_an_identical_call_of_a_session_while_the_first_runs_changes_nothing():
+    import threading
+
+    from gridvlm.app import serving
+
+    inside, release, results = threading.Event(), threading.Event(), {}
+
+    @serving.one_at_a_time
+    def slow(x):
+        inside.set()
+        assert release.wait(60)  # held until the duplicate has been answered
+        return x * 2
+
+    first = threading.Thread(target=lambda: results.setdefault("first", _in_session("a", slow, 21)))
+    first.start()
+    assert inside.wait(60)
+    results["duplicate"] = _in_session("a", slow, 21)
+    inside.clear()
+    other = threading.Thread(target=lambda: results.setdefault("other session", _in_session("b", slow, 21)))
+    other.start()
+    assert inside.wait(60)  # another session's identical call runs
+    release.set()
+    first.join(60)
+    other.join(60)
+    assert results["first"] == 42 and results["other session"] == 42
+    assert results["duplicate"] == gr.skip()
+    assert _in_session("a", slow, 21) == 42  # once the first has ended, the same call runs again
+    assert _in_session("a", slow, 22) == 44
