@@ -10,6 +10,7 @@ chromium these tests skip with a message, except in CI (CI=true), where that is 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -408,6 +409,55 @@ def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(pa
     _expect_text(page, "#slice-summary", "llava-next")
     _expect_text(page, "#slice-summary", f"{gridvlm.fit_budget(size, 'llava-next', need).token_count} tokens")
     expect(page.locator("#slice-status")).not_to_contain_text(str(need), timeout=STEP_TIMEOUT_MS)
+
+
+# Sets window.__eventEnded once the progress tracker of the output `sel` has been shown and hidden again.
+EVENT_ENDED_WATCH = """(sel) => {
+    window.__eventEnded = false;
+    let shown = false;
+    const check = () => {
+        const t = document.querySelector(sel + ' [data-testid=status-tracker]');
+        const busy = !!t && !t.classList.contains('hide');
+        if (busy) shown = true;
+        else if (shown) { window.__eventEnded = true; observer.disconnect(); }
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});
+}"""
+
+
+def test_edited_parameters_survive_a_blur_of_the_strategy_box_and_nothing_is_kept_in_the_browser(page):
+    page.get_by_role("tab", name="Slice").click()
+    _upload(page, PORTRAIT)
+    _expect_text(page, "#slice-summary", "1200×1600")
+    page.locator("#family input").click()
+    page.get_by_role("option", name="all families", exact=True).click()
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="internvl", exact=True).click()
+    _expect_text(page, "#slice-summary", "internvl")
+    if not page.locator("#params .cm-content").count():  # the parameters sit in the closed "Advanced" accordion
+        page.get_by_text("Advanced: the strategy's parameters").click()
+    edited = gridvlm.strategy_info("internvl").defaults | {"max_tiles": 2}
+    page.locator("#params .cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(json.dumps(edited))
+    page.get_by_role("button", name="Apply parameters").click()
+    fitted = gridvlm.plan((1200, 1600), "internvl", **edited)
+    assert len(fitted.tiles) != len(gridvlm.plan((1200, 1600), "internvl").tiles)
+    tiles = re.compile(rf"\b{ui.count(len(fitted.tiles), 'tile')}\b")
+    expect(page.locator("#slice-summary")).to_contain_text(tiles, timeout=STEP_TIMEOUT_MS)
+
+    # gradio's dropdown sends `input` when it loses focus, chosen or not: that must not reset the parameters.
+    # The event that the blur starts shows (and then hides) the overlay's progress; wait for it to end.
+    page.evaluate(EVENT_ENDED_WATCH, "#overlay")
+    page.locator("#strategy input").click()
+    page.locator("#slice-summary").click()  # the box loses focus
+    page.wait_for_function("() => window.__eventEnded === true", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#params")).to_contain_text('"max_tiles": 2', timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#slice-summary")).to_contain_text(tiles, timeout=STEP_TIMEOUT_MS)
+    # gradio's run history (every event's inputs and outputs, upload paths included) is off
+    kept = page.evaluate("() => Object.keys(window.localStorage).filter(k => k.startsWith('gradio:run-history'))")
+    assert kept == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
