@@ -386,6 +386,18 @@ def _framed_axes(extent: Box, x_name: str = "x", **common) -> tuple[dict, dict]:
             dict(range=[y1 + m, y0 - m], scaleanchor=x_name, scaleratio=1, **frame))
 
 
+OVERLAY_HEIGHT = 640  # px, the overlay of an image as wide as it is tall or wider: its width then bounds it
+OVERLAY_MAX_HEIGHT = 1400  # px, the tallest overlay (a 1:5 portrait and beyond)
+
+
+def overlay_height(image_size: tuple[int, int]) -> int:
+    """The overlay's height in px for an image of this size: 640 up to square, taller for portraits, so that a
+    tall image is not drawn as a strip (at a fixed 640 px a 1:5 page was ~100 px wide), at most 1400 px."""
+    w, h = image_size
+    aspect = h / w if w > 0 else 1.0
+    return int(min(OVERLAY_MAX_HEIGHT, OVERLAY_HEIGHT + (OVERLAY_HEIGHT - 130) * max(0.0, aspect - 1.0)))
+
+
 def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bool = True,
                 show_windows: bool = False) -> go.Figure:
     """The plan drawn over the image (or over a grey rectangle of the image's size when `image` is None).
@@ -401,7 +413,7 @@ def plan_figure(plan: Plan, image: Any = None, seams: Any = None, show_seams: bo
     out = _Overlay()
     xaxis, yaxis = _framed_axes(_add_overlay(out, plan, image, seams, show_seams, windows=show_windows))
     return _overlay_figure([out], dict(
-        xaxis=xaxis, yaxis=yaxis, title=dict(text=_plan_title(plan)), height=640,
+        xaxis=xaxis, yaxis=yaxis, title=dict(text=_plan_title(plan)), height=overlay_height(plan.image_size),
         margin=dict(l=10, r=10, t=60, b=70 if seams is not None and show_seams else 10),  # b: the colour bar
         hovermode="closest", plot_bgcolor="white", showlegend=False,
     ))

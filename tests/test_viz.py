@@ -6,6 +6,8 @@ import io
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import gridvlm
@@ -20,6 +22,7 @@ from gridvlm.viz import (
     preview,
     token_breakdown_figure,
     tokens_scatter,
+    overlay_height,
     view_footprint,
 )
 
@@ -56,6 +59,19 @@ def test_plan_figure_has_one_rectangle_and_hover_per_tile(name, size):
         assert f"tokens: {tile.token_count}" in trace.text
     assert str(plan.token_count) in fig.layout.title.text
     assert any(s.name == "global view" for s in fig.layout.shapes) == (plan.thumbnail is not None)
+
+
+@given(st.integers(1, 20000), st.integers(1, 20000), st.integers(1, 20000))
+def test_a_taller_image_gets_a_taller_overlay_within_bounds(w, h, taller):
+    assert 640 <= overlay_height((w, h)) <= 1400
+    assert overlay_height((w, h + taller)) >= overlay_height((w, h))  # never shorter for a taller image
+    if h <= w:
+        assert overlay_height((w, h)) == 640  # landscape and square: the width bounds the drawing
+
+
+def test_a_portrait_overlay_is_drawn_at_its_height():
+    p = gridvlm.plan((800, 4000), "internvl")
+    assert plan_figure(p).layout.height == overlay_height((800, 4000)) == 1400
 
 
 def test_plan_figure_with_overlapping_tiles_and_seams():
