@@ -376,18 +376,23 @@ def _fewest_tokens(size, strategy) -> int:
     return lo
 
 
-def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(page):
-    size = (1200, 1600)
-    need = _fewest_tokens(size, "llava-next")
-    assert _fewest_tokens(size, "internvl") < need  # internvl fits a budget llava-next cannot meet
+def _portrait_planned_by(page, strategy: str) -> None:
+    """The Slice tab showing the portrait example (1200×1600) planned by `strategy`, picked from all families."""
     page.get_by_role("tab", name="Slice").click()
     _upload(page, PORTRAIT)
     _expect_text(page, "#slice-summary", "1200×1600")
     page.locator("#family input").click()
     page.get_by_role("option", name="all families", exact=True).click()
     page.locator("#strategy input").click()
-    page.get_by_role("option", name="internvl", exact=True).click()
-    _expect_text(page, "#slice-summary", "internvl")
+    page.get_by_role("option", name=strategy, exact=True).click()
+    _expect_text(page, "#slice-summary", strategy)
+
+
+def test_a_refused_switch_keeps_the_new_strategy_and_a_budget_change_recovers(page):
+    size = (1200, 1600)
+    need = _fewest_tokens(size, "llava-next")
+    assert _fewest_tokens(size, "internvl") < need  # internvl fits a budget llava-next cannot meet
+    _portrait_planned_by(page, "internvl")
     budget = page.locator("#budget input[type=number]")
     budget.fill(str(need - 1))
     budget.blur()  # the slider's release: fit the budget
@@ -426,15 +431,19 @@ EVENT_ENDED_WATCH = """(sel) => {
 }"""
 
 
-def test_edited_parameters_survive_a_blur_of_the_strategy_box_and_nothing_is_kept_in_the_browser(page):
-    page.get_by_role("tab", name="Slice").click()
-    _upload(page, PORTRAIT)
-    _expect_text(page, "#slice-summary", "1200×1600")
-    page.locator("#family input").click()
-    page.get_by_role("option", name="all families", exact=True).click()
-    page.locator("#strategy input").click()
-    page.get_by_role("option", name="internvl", exact=True).click()
-    _expect_text(page, "#slice-summary", "internvl")
+def test_edited_parameters_survive_a_blur_of_the_strategy_box_and_nothing_is_kept_in_the_browser(page, app_url):
+    # a page of its own, on the default view: with the budget on (left so by other tests) the budget fit would
+    # move max_tiles itself
+    page = _fresh_page(page)
+    page.goto(app_url)
+    try:
+        _edited_parameters_survive_a_blur(page)
+    finally:
+        page.close()
+
+
+def _edited_parameters_survive_a_blur(page) -> None:
+    _portrait_planned_by(page, "internvl")
     if not page.locator("#params .cm-content").count():  # the parameters sit in the closed "Advanced" accordion
         page.get_by_text("Advanced: the strategy's parameters").click()
     edited = gridvlm.strategy_info("internvl").defaults | {"max_tiles": 2}
