@@ -132,12 +132,10 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
             shapes = [(3, t.input_size[1], t.input_size[0]) for t in plan.views]
         outputs = _allocate(shapes)  # on a worker, while this thread decodes
         src = _decode(source, plan, draft=_draft_factor(plan))
+        rendered = _render(src, plan, exact=False)
+        del src  # the views hold what they need
         arrays = outputs.result()
-        slots = list(arrays[0]) if len(sizes) == 1 else arrays
-        # each view is normalised into its slot by the worker that made it, as soon as it exists, so the
-        # normalising overlaps the other resizes instead of following them all
-        _render(src, plan, exact=False, ready=lambda i, view: _normalise_into([slots[i]], [view], mean, std))
-        del src
+        _normalise_into(list(arrays[0]) if len(sizes) == 1 else arrays, rendered, mean, std)
         tensors = [torch.from_numpy(a) for a in arrays]
         return tensors[0] if len(sizes) == 1 else tensors
     src = _decode(source, plan, draft=1)
@@ -325,17 +323,14 @@ def _scale_of(src: Image.Image, plan: Plan) -> float:
 # ------------------------------------------------------------------------------------------------- rendering
 
 
-def _render(src: Image.Image, plan: Plan, exact: bool, ready=None) -> list[View]:
-    """Every view of `plan`, in order: uint8 (h, w, 3) arrays (or float (3, h, w) for UHD release, exact).
-
-    `ready(i, view)`, if given, is called for every view as soon as it exists, on the thread that made it (the
-    canvas's tiles on the canvas's), so the caller's work on a view overlaps the making of the others."""
+def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
+    """Every view of `plan`, in order: uint8 (h, w, 3) arrays (or float (3, h, w) for UHD release, exact)."""
     s = _scale_of(src, plan)
     recipe = _recipe(plan)
     if recipe.pad_to_square_first:
-        return _announce([_square_pad_view(src, plan, recipe)], ready)
+        return [_square_pad_view(src, plan, recipe)]
     if recipe.float_resize and exact:
-        return _announce(_uhd_release_views(src, plan), ready)
+        return _uhd_release_views(src, plan)
     resample, pad = _FILTERS[recipe.resample], recipe.pad_colour
     first = recipe.first_resize
     has_canvas = any(t.canvas_box is not None for t in plan.views)
@@ -343,27 +338,13 @@ def _render(src: Image.Image, plan: Plan, exact: bool, ready=None) -> list[View]
                    for t in plan.views]
     # The canvas and the views made straight from the image are independent: the fast path makes them side
     # by side on the workers (a resize started on a worker then runs there whole).
-    out: list[View | None] = [None] * len(plan.views)
-
-    def done(i: int, view: View) -> None:
-        out[i] = view
-        if ready is not None:
-            ready(i, view)
+    made: dict[int, np.ndarray] = {}
 
     def make(i: int) -> None:
-        if i >= 0:
-            done(i, _direct_view(src, plan, plan.views[i], s, resample, pad, first, exact, recipe.crop_first))
-            return
-        canvas = _canvas(src, plan, s, resample, pad, first, exact)
-        for k, t in enumerate(plan.views):
-            if t.canvas_box is not None:
-                x0, y0, x1, y1 = t.canvas_box
-                tile = canvas[y0:y1, x0:x1]  # a numpy view: no copy
-                if (x1 - x0, y1 - y0) != tuple(t.input_size):
-                    tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
-                done(k, tile)
-            elif from_canvas[k]:
-                done(k, np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
+        if i < 0:
+            made[i] = _canvas(src, plan, s, resample, pad, first, exact)
+        else:
+            made[i] = _direct_view(src, plan, plan.views[i], s, resample, pad, first, exact, recipe.crop_first)
 
     todo = ([-1] if has_canvas else []) + [i for i, c in enumerate(from_canvas) if not c]
     if exact:
@@ -371,14 +352,20 @@ def _render(src: Image.Image, plan: Plan, exact: bool, ready=None) -> list[View]
             make(i)
     else:
         _map(make, todo)
+    canvas = made.get(-1)
+    out = []
+    for i, t in enumerate(plan.views):
+        if t.canvas_box is not None:
+            x0, y0, x1, y1 = t.canvas_box
+            tile = canvas[y0:y1, x0:x1]  # a numpy view: no copy
+            if (x1 - x0, y1 - y0) != tuple(t.input_size):
+                tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
+            out.append(tile)
+        elif from_canvas[i]:
+            out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
+        else:
+            out.append(made[i])
     return out
-
-
-def _announce(views: list[View], ready) -> list[View]:
-    for i, view in enumerate(views):
-        if ready is not None:
-            ready(i, view)
-    return views
 
 
 def _canvas_content(plan: Plan) -> tuple[int, int, int, int]:
