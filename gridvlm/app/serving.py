@@ -15,6 +15,7 @@ no files behind, and the temp dir's hygiene (gridvlm's own folder, uploads of en
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from gradio.data_classes import FileData
 from gradio.utils import NamedString
 
 from gridvlm import limits as L
+
+from .errors import session_id
 
 CPU_CONCURRENCY = 2  # CPU-heavy events running at once, all kinds together (a basic Space has 2 vCPUs)
 MODEL_CONCURRENCY = 1  # model events at once: one model forward at a time shares the machine fairly
@@ -72,9 +75,6 @@ def one_at_a_time(fn):
     again on the blur that follows it, so one choice would plan (and redraw the page) twice. A call identical to
     one of the same session that is still running returns gr.skip(), which changes nothing on the page; outside
     a request (tests, scripts) every call runs."""
-    import functools
-
-    from .errors import session_id
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -345,13 +345,6 @@ BUDGET_KEYS_JS = """() => {
       e.target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
   }, true);
 }"""
-# The events that follow a plan (the views, "why this grid?", the link) start once the browser has drawn the new
-# overlay: each event's start and end make gradio revisit every component an event has touched, work that would
-# otherwise run before the overlay is on the screen. A hidden page draws no frames, hence the bound.
-AFTER_PAINT_JS = """() => new Promise((done) => {
-  requestAnimationFrame(() => setTimeout(done, 0));
-  setTimeout(done, 250);
-})"""
 # The link's address is the page's own (behind a proxy the server does not know it); the server adds the query.
 LINK_JS = "(query) => query ? window.location.origin + window.location.pathname + query : ''"
 
@@ -447,10 +440,9 @@ def build_slice_tab(demo: gr.Blocks, ws: gr.State, plan_state: gr.State) -> None
         apply.click(**replan),
         show_windows.input(**replan),
     ):
-        painted = event.success(None, js=AFTER_PAINT_JS)
-        painted.then(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
-                     **serving.CPU)
-        painted.then(after_plan, [ws, plan_state, *knobs[:4]], [why, legend, remembered, link_query, link_note],
-                     queue=False, show_progress="hidden").then(None, link_query, link, js=LINK_JS)
+        event.success(keep_whole(show_views_once, 2), [ws, plan_state, views_shown], [views, views_shown, status],
+                      **serving.CPU)
+        event.success(after_plan, [ws, plan_state, *knobs[:4]], [why, legend, remembered, link_query, link_note],
+                      queue=False, show_progress="hidden").then(None, link_query, link, js=LINK_JS)
     make_files.click(keep_whole(export_figure, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
     make_zip.click(keep_whole(export_views, 1), [ws, plan_state], [figure_files, file_status], **serving.CPU)
