@@ -16,19 +16,23 @@ Two paths share this code:
 - the default fast path decodes a JPEG once, at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling via `draft`) when
   the error that scale is measured to cost every view stays within `DRAFT_ERROR_BUDGET` (`_draft_factor`),
   resizes each canvas or view once — bilinear and bicubic with torch's antialiased uint8 interpolation, which
-  uses PIL's kernels and is 4-5× faster than PIL here (`_torch_resize`), other filters with PIL in horizontal
-  bands on both cores — cuts tiles as numpy views of the canvas and normalises every view straight into one
-  preallocated float32 output, in parallel.
+  uses PIL's kernels and is 4-5× faster than PIL here (`_torch_resize`, reading PIL's own memory where it can
+  be borrowed), other filters with PIL in horizontal bands on both cores — and writes every view straight
+  into one preallocated float32 output: padding while the image decodes, each view's piece as soon as the
+  resize it comes from is done, the two cores taking whatever is ready (`_run_graph`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import heapq
 import math
 import os
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 from PIL import Image
@@ -110,13 +114,14 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
     backends to within 1/255 after de-normalising. The default fast path decodes a JPEG once at the smallest
     DCT scale whose measured error fits `DRAFT_ERROR_BUDGET` (`_draft_factor`), resizes each canvas or view
     once (torch's antialiased interpolation where it reproduces PIL's filter, else PIL, box-reducing large
-    downscales first: `REDUCING_GAP`) and writes `x · 1/(255·std) − mean/std`
-    straight into one preallocated output, splitting the work over both cores. Its mean absolute difference
-    from `exact=True`, in 0..1 pixel units after de-normalising, is at most 2/255 per image
-    (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and text). Tiles are numpy views of their
-    canvas, so besides the decoded image only the resized canvases are held, and while torch resizes, a
-    uint8 copy of the rows it reads (3 bytes a pixel; PIL holds the decoded image in 4). A view at the
-    image's own size is read from the decoded image itself.
+    downscales first: `REDUCING_GAP`) and writes `x · 1/(255·std) − mean/std` straight into one preallocated
+    output — the padding while the image decodes, each tile as soon as its canvas is resized — splitting the
+    work over both cores. Its mean absolute difference from `exact=True`, in 0..1 pixel units after
+    de-normalising, is at most 2/255 per image (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and
+    text). Besides the decoded image only the resized canvases and views are held (tiles are read from their
+    canvas, padding is never stored in uint8), and torch reads the decoded image's own memory where Pillow
+    lends it (one block: up to 16 MiB), else a uint8 copy of the rows it reads (3 bytes a pixel). A view at
+    the image's own size is read from the decoded image itself.
 
     Raises `PlanError` if `plan.image_size` is not the image's upright size, `ImageError` for unreadable input.
     """
@@ -130,14 +135,15 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
             shapes = [(len(plan.views), 3, h, w)]  # one (views, 3, h, w) block
         else:
             shapes = [(3, t.input_size[1], t.input_size[0]) for t in plan.views]
-        outputs = _allocate(shapes)  # on a worker, while this thread decodes
-        src = _decode(source, plan, draft=_draft_factor(plan))
-        rendered = _render(src, plan, exact=False)
-        del src  # the views hold what they need
-        arrays = outputs.result()
-        _normalise_into(list(arrays[0]) if len(sizes) == 1 else arrays, rendered, mean, std)
-        tensors = [torch.from_numpy(a) for a in arrays]
-        return tensors[0] if len(sizes) == 1 else tensors
+        jobs, layouts = _layout(plan, exact=False)
+        scale, offset = _affine(mean, std)
+        pad = np.array(_recipe(plan).pad_colour, dtype=np.float32).reshape(3, 1, 1) * scale + offset
+        stacked = len(sizes) == 1
+        outputs = _allocate(shapes, _padding_filler(layouts, stacked, pad))  # on a worker, during the decode
+        src = _Decoded(_decode(source, plan, draft=_draft_factor(plan)), plan)
+        _run_jobs(jobs, src, _normalised_writes(layouts, outputs, stacked, scale, offset, pad), parallel=True)
+        tensors = [torch.from_numpy(a) for a in outputs.result()]
+        return tensors[0] if stacked else tensors
     src = _decode(source, plan, draft=1)
     rendered = _render(src, plan, exact=True)
     del src  # the views hold what they need; the decoded image can go before the float tensors are made
@@ -321,51 +327,206 @@ def _scale_of(src: Image.Image, plan: Plan) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- rendering
+#
+# A plan's pixels are made in two steps. Jobs resize: the canvas part the image covers (once, for every tile cut
+# from it), each view made straight from the image, and, for the few references that need it, the padded canvas
+# and what is squashed or resized from it. Then every view is put together from at most one piece of one job's
+# array, padding around it: as a uint8 image (`_compose`, for `views` and the exact path) or straight into its
+# float32 output slot (`_normalise_rows`, the fast path), so padding is never resized, copied or normalised
+# pixel by pixel, and a tile is normalised as soon as its canvas exists, on whichever core is free.
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One array a plan's views are cut from, made from the decoded image and the arrays of the jobs it
+    `needs`."""
+
+    make: Callable[["_Decoded", list], "np.ndarray | None"]  # -> uint8 (h, w, 3), or None for nothing
+    needs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One view: `size` (w, h) of padding, with job `source`'s array — or its `box` (x0, y0, x1, y1) — at `at`,
+    where it covers `extent` (w, h). Known from the plan alone, before the image is decoded."""
+
+    size: tuple[int, int]
+    source: int | None = None  # None, or a job that made None: the view is all padding
+    box: tuple[int, int, int, int] | None = None  # None: the whole array
+    at: tuple[int, int] = (0, 0)
+    extent: tuple[int, int] = (0, 0)
+
+
+class _Decoded:
+    """The decoded image, its scale (decoded pixels per original pixel, `_scale_of`), and its pixels as the one
+    array torch's resizes read however many views need them: PIL's own memory, (h, w, 4) R, G, B and a pad
+    byte, where it can be borrowed (`_borrowed_pixels`), else a (h, w, 3) copy made on the first resize that
+    reads every row (a resize of fewer rows copies just those)."""
+
+    def __init__(self, image: Image.Image, plan: Plan):
+        self.image = image
+        self.scale = _scale_of(image, plan)
+        self._pixels: np.ndarray | None = None
+        self._tried = False
+        self._owner = None  # what keeps borrowed pixels alive
+        self._lock = threading.Lock()
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0..y1 as (rows, w, 3 or 4) uint8, to be read only while this object lives."""
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                borrowed = _borrowed_pixels(self.image)
+                if borrowed is not None:
+                    self._pixels, self._owner = borrowed
+            if self._pixels is None and (y0, y1) == (0, self.image.size[1]):
+                self._pixels = _rgb_array(self.image)
+        if self._pixels is None:
+            return _rgb_array(self.image, y0, y1)
+        return self._pixels[y0:y1]
+
+
+class _ArrowSchema(ctypes.Structure):
+    pass
+
+
+class _ArrowArray(ctypes.Structure):
+    pass
+
+
+# The Arrow C data interface's two structs (a stable ABI), through which Pillow exports an image's memory.
+_ArrowSchema._fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+                         ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                         ("children", ctypes.POINTER(ctypes.POINTER(_ArrowSchema))),
+                         ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
+                         ("private_data", ctypes.c_void_p)]
+_ArrowArray._fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                        ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                        ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+                        ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
+                        ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p),
+                        ("private_data", ctypes.c_void_p)]
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _borrowed_pixels(image: Image.Image) -> tuple[np.ndarray, object] | None:
+    """An RGB image's own pixel memory as a read-only (h, w, 4) uint8 array (R, G, B, pad), without a copy,
+    and the object that must outlive every read of it; None where Pillow cannot lend it.
+
+    Pillow exports an image through the Arrow C data interface (`__arrow_c_array__`, Pillow ≥ 11.2) when it
+    lies in one memory block (up to 16 MiB: a 2016×1512 decode does, a 4032×3024 one does not). Torch's resize
+    reads 4 bytes a pixel anyway, so this saves the 3-byte copy `_rgb_array` makes (0.2-0.4 ms for 960×540)
+    and the kernel's own unpacking of it."""
+    if image.mode != "RGB":
+        return None
+    try:
+        schema_capsule, array_capsule = image.__arrow_c_array__()
+        schema = _ArrowSchema.from_address(_capsule_pointer(schema_capsule, b"arrow_schema"))
+        array = _ArrowArray.from_address(_capsule_pointer(array_capsule, b"arrow_array"))
+    except Exception:  # noqa: BLE001 - several blocks, an older Pillow: the pixels are copied instead
+        return None
+    w, h = image.size
+    if schema.format != b"+w:4" or schema.n_children != 1 or schema.children[0].contents.format != b"C" \
+            or array.n_children != 1 or array.length != w * h or array.offset:
+        return None
+    values = array.children[0].contents
+    if values.length != 4 * w * h or values.offset or values.n_buffers != 2 or not values.buffers[1]:
+        return None
+    pixels = np.frombuffer((ctypes.c_uint8 * (4 * w * h)).from_address(values.buffers[1]), dtype=np.uint8)
+    pixels = pixels.reshape(h, w, 4)
+    pixels.flags.writeable = False
+    return pixels, (image, schema_capsule, array_capsule)
 
 
 def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
     """Every view of `plan`, in order: uint8 (h, w, 3) arrays (or float (3, h, w) for UHD release, exact)."""
-    s = _scale_of(src, plan)
+    if _recipe(plan).float_resize and exact:
+        return _uhd_release_views(src, plan)
+    jobs, layouts = _layout(plan, exact)
+    made = _run_jobs(jobs, _Decoded(src, plan), [], parallel=not exact)
+    pad = _recipe(plan).pad_colour
+    return [_compose(layout, made, pad) for layout in layouts]
+
+
+def _run_jobs(jobs: list[_Job], decoded: "_Decoded", after: list[tuple[Callable[[list], None], int | None]],
+              parallel: bool) -> list:
+    """Make every job's array, then run each `(fn, job)` of `after` as `fn(arrays)` once that job is done (at
+    once for None); returns the arrays."""
+    nodes = [(lambda made, job=job: job.make(decoded, made), job.needs) for job in jobs]
+    nodes += [(fn, () if job is None else (job,)) for fn, job in after]
+    return _run_graph(nodes, parallel)[:len(jobs)]
+
+
+def _layout(plan: Plan, exact: bool) -> tuple[list[_Job], list[_Layout]]:
+    """The jobs that make `plan`'s pixels from the decoded image, and where each view's content comes from."""
     recipe = _recipe(plan)
     if recipe.pad_to_square_first:
-        return [_square_pad_view(src, plan, recipe)]
-    if recipe.float_resize and exact:
-        return _uhd_release_views(src, plan)
-    resample, pad = _FILTERS[recipe.resample], recipe.pad_colour
-    first = recipe.first_resize
+        size = tuple(plan.views[0].input_size)
+        return [_Job(lambda src, made: _square_pad_view(src.image, plan, recipe))], [_Layout(size, 0, extent=size)]
+    resample, pad, first = _FILTERS[recipe.resample], recipe.pad_colour, recipe.first_resize
+    jobs: list[_Job] = []
+    layouts: list[_Layout | None] = [None] * len(plan.views)
     has_canvas = any(t.canvas_box is not None for t in plan.views)
-    from_canvas = [t.canvas_box is not None or (recipe.thumbnail_from_canvas and t.is_thumbnail and has_canvas)
-                   for t in plan.views]
-    # The canvas and the views made straight from the image are independent: the fast path makes them side
-    # by side on the workers (a resize started on a worker then runs there whole).
-    made: dict[int, np.ndarray] = {}
+    if has_canvas:
+        part = _canvas_part(plan)  # where the image lies on the canvas, clipped to it
+        jobs.append(_Job(lambda src, made: _canvas_resized(src, plan, resample, first, exact)))
+    padded: int | None = None  # the job making the whole padded canvas, for views resized from it
 
-    def make(i: int) -> None:
-        if i < 0:
-            made[i] = _canvas(src, plan, s, resample, pad, first, exact)
-        else:
-            made[i] = _direct_view(src, plan, plan.views[i], s, resample, pad, first, exact, recipe.crop_first)
+    def from_padded(size: tuple[int, int], box: tuple[int, int, int, int] | None) -> _Layout:
+        nonlocal padded
+        if padded is None:
+            padded = len(jobs)
+            jobs.append(_Job(lambda src, made: _padded_canvas(made[0], plan, pad), needs=(0,)))
+        jobs.append(_Job(lambda src, made: _resized_array(made[padded], box, size, resample), needs=(padded,)))
+        return _Layout(size, len(jobs) - 1, extent=size)
 
-    todo = ([-1] if has_canvas else []) + [i for i, c in enumerate(from_canvas) if not c]
-    if exact:
-        for i in todo:
-            make(i)
-    else:
-        _map(make, todo)
-    canvas = made.get(-1)
-    out = []
     for i, t in enumerate(plan.views):
+        size = tuple(t.input_size)
         if t.canvas_box is not None:
             x0, y0, x1, y1 = t.canvas_box
-            tile = canvas[y0:y1, x0:x1]  # a numpy view: no copy
-            if (x1 - x0, y1 - y0) != tuple(t.input_size):
-                tile = np.asarray(Image.fromarray(tile).resize(t.input_size, resample))
-            out.append(tile)
-        elif from_canvas[i]:
-            out.append(np.asarray(Image.fromarray(canvas).resize(t.input_size, resample)))
+            if (x1 - x0, y1 - y0) != size:  # a tile the reference resizes after cutting it
+                layouts[i] = from_padded(size, (x0, y0, x1, y1))
+                continue
+            px0, py0, px1, py1 = part
+            ix0, iy0, ix1, iy1 = max(x0, px0), max(y0, py0), min(x1, px1), min(y1, py1)
+            layouts[i] = _Layout(size) if ix0 >= ix1 or iy0 >= iy1 else \
+                _Layout(size, 0, (ix0 - px0, iy0 - py0, ix1 - px0, iy1 - py0), (ix0 - x0, iy0 - y0),
+                        (ix1 - ix0, iy1 - iy0))
+        elif recipe.thumbnail_from_canvas and t.is_thumbnail and has_canvas:
+            layouts[i] = from_padded(size, None)
         else:
-            out.append(made[i])
-    return out
+            cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
+            if cx1 <= cx0 or cy1 <= cy0:
+                layouts[i] = _Layout(size)
+                continue
+            jobs.append(_Job(lambda src, made, t=t: _direct_region(src, plan, t, resample, first, exact,
+                                                                   recipe.crop_first)))
+            layouts[i] = _Layout(size, len(jobs) - 1, None, (cx0, cy0), (cx1 - cx0, cy1 - cy0))
+    return jobs, layouts
+
+
+def _compose(layout: _Layout, made: list, pad) -> np.ndarray:
+    """A view as a uint8 (h, w, 3) array: its piece where it covers the view (a numpy view, no copy), else the
+    piece pasted on padding."""
+    w, h = layout.size
+    piece = _piece(layout, made)
+    if piece is not None and layout.at == (0, 0) and piece.shape[:2] == (h, w):
+        return piece
+    view = _filled(h, w, pad)
+    if piece is not None:
+        x, y = layout.at
+        view[y:y + piece.shape[0], x:x + piece.shape[1]] = piece
+    return view
+
+
+def _piece(layout: _Layout, made: list) -> np.ndarray | None:
+    array = None if layout.source is None else made[layout.source]
+    if array is None or layout.box is None:
+        return array
+    x0, y0, x1, y1 = layout.box
+    return array[y0:y1, x0:x1]
 
 
 def _canvas_content(plan: Plan) -> tuple[int, int, int, int]:
@@ -374,68 +535,82 @@ def _canvas_content(plan: Plan) -> tuple[int, int, int, int]:
     return (0, 0, plan.canvas_size[0], plan.canvas_size[1])
 
 
-def _canvas(src: Image.Image, plan: Plan, s: float, resample, pad, first: tuple[int, int] | None,
-            exact: bool) -> np.ndarray:
-    """The plan's canvas, (H, W, 3) uint8: the image resized ONCE to the content box (after the recipe's first
-    resize, if any), padding around it."""
+def _canvas_part(plan: Plan) -> tuple[int, int, int, int]:
+    """The part of the canvas the resized image covers: its content box, clipped to the canvas (fixed-grid
+    without resize may leave some of the image outside)."""
     cw, ch = plan.canvas_size
     x0, y0, x1, y1 = _canvas_content(plan)
-    size = (x1 - x0, y1 - y0)
-    # The part of the content that lies on the canvas (fixed-grid without resize may leave some outside).
-    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, cw), min(y1, ch)
+    return max(x0, 0), max(y0, 0), min(x1, cw), min(y1, ch)
+
+
+def _canvas_resized(src: _Decoded, plan: Plan, resample, first: tuple[int, int] | None,
+                    exact: bool) -> np.ndarray:
+    """The image resized ONCE to the canvas's content box (after the recipe's first resize, if any), (h, w, 3)
+    uint8, only the part that lies on the canvas (`_canvas_part`)."""
+    x0, y0, x1, y1 = _canvas_content(plan)
+    ix0, iy0, ix1, iy1 = _canvas_part(plan)
+    size, s = (x1 - x0, y1 - y0), src.scale
     if size == tuple(plan.image_size) and s == 1.0:
         # Not resized at all (fixed-grid resize=False): crop first so no full-size copy is made.
-        resized = _cut(src, (ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
+        return _cut(src.image, (ix0 - x0, iy0 - y0, ix1 - x0, iy1 - y0))
+    if first is not None:
+        resized = _resize(_first_resized(src.image, plan, s, resample, first, exact), size, resample,
+                          (0, 0, *first), exact)
     else:
-        if first is not None:
-            resized = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample,
-                              (0, 0, *first), exact)
-        else:
-            resized = _resize(src, size, resample, _src_box((0, 0, *plan.image_size), s), exact)
-        resized = resized[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+        resized = _resize(src.image, size, resample, _src_box((0, 0, *plan.image_size), s), exact, src.rows)
+    return resized[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+
+
+def _padded_canvas(part: np.ndarray, plan: Plan, pad) -> np.ndarray:
+    """The whole canvas, (H, W, 3) uint8: the resized image on padding."""
+    cw, ch = plan.canvas_size
+    ix0, iy0, ix1, iy1 = _canvas_part(plan)
     if (ix0, iy0, ix1, iy1) == (0, 0, cw, ch):
-        return resized
+        return part
     canvas = _filled(ch, cw, pad)
-    canvas[iy0:iy0 + resized.shape[0], ix0:ix0 + resized.shape[1]] = resized
+    canvas[iy0:iy1, ix0:ix1] = part
     return canvas
 
 
-def _direct_view(src: Image.Image, plan: Plan, t: Tile, s: float, resample, pad, first: tuple[int, int] | None,
-                 exact: bool, crop_first: bool = False) -> np.ndarray:
-    """A view made straight from the image: `t.box` resized into `t.content_box`, padding around it.
+def _resized_array(array: np.ndarray, box: tuple[int, int, int, int] | None, size: tuple[int, int],
+                   resample) -> np.ndarray:
+    """`box` of a made array (all of it for None), resized to `size` with PIL: a view the reference squashes
+    from the canvas (Idefics3's global image, Phi's), or a tile it resizes after cutting."""
+    if box is not None:
+        x0, y0, x1, y1 = box
+        array = array[y0:y1, x0:x1]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize(size, resample))
+
+
+def _direct_region(src: _Decoded, plan: Plan, t: Tile, resample, first: tuple[int, int] | None,
+                   exact: bool, crop_first: bool = False) -> np.ndarray | None:
+    """What a view made straight from the image shows: `t.box` resized to its rounded `content_box`, (h, w, 3)
+    uint8, or None where that is empty.
 
     `crop_first` (Gemma 3 Pan & Scan, Idefics2's quadrants, Ovis2 original): the box is cut out first and the
     cut-out resized, so the filter does not read the pixels just outside the box as a box-resize of the whole
     image would."""
-    w, h = t.input_size
     cx0, cy0, cx1, cy1 = (int(round(v)) for v in t.content_box)
-    size = (cx1 - cx0, cy1 - cy0)
-    box = t.box
+    size, box, s = (cx1 - cx0, cy1 - cy0), t.box, src.scale
     if size[0] <= 0 or size[1] <= 0:
-        region = None
-    elif s == 1.0 and all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == size:
+        return None
+    if s == 1.0 and all(float(v).is_integer() for v in box) and (box[2] - box[0], box[3] - box[1]) == size:
         # Same size: a crop (NaViT), or the image itself (Qwen2-VL at native size), never a resample.
-        region = _cut(src, tuple(int(v) for v in box))
-    elif first is not None:
-        region = _resize(_first_resized(src, plan, s, resample, first, exact), size, resample, (0, 0, *first), exact)
-    elif crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
-        cut = src.crop(tuple(int(round(v)) for v in _src_box(box, s)))
+        return _cut(src.image, tuple(int(v) for v in box))
+    if first is not None:
+        return _resize(_first_resized(src.image, plan, s, resample, first, exact), size, resample, (0, 0, *first),
+                       exact)
+    if crop_first and box != (0.0, 0.0, *map(float, plan.image_size)):
+        cut = src.image.crop(tuple(int(round(v)) for v in _src_box(box, s)))
         # an empty cut (Idefics2's zero-width quadrants of a 1-px wide image) resizes to zeros there
-        region = _resize(cut, size, resample, (0, 0, *cut.size), exact) if cut.size[0] and cut.size[1] else None
-    else:
-        region = _resize(src, size, resample, _src_box(box, s), exact)
-    if (cx0, cy0, cx1, cy1) == (0, 0, w, h) and region is not None:
-        return region
-    view = _filled(h, w, pad)
-    if region is not None:
-        view[cy0:cy1, cx0:cx1] = region
-    return view
+        return _resize(cut, size, resample, (0, 0, *cut.size), exact) if cut.size[0] and cut.size[1] else None
+    return _resize(src.image, size, resample, _src_box(box, s), exact, src.rows)
 
 
 def _filled(h: int, w: int, colour) -> np.ndarray:
-    """(h, w, 3) uint8 filled with `colour`, stored channel-first: `_torch_resize` returns its resizes that
-    way, and the model wants (3, h, w), so pasting them in and normalising copy whole rows. (Broadcasting
-    3 values over an (h, w, 3) array runs a 3-long inner loop: 3 ms for a 672×672 canvas, 0.1 ms like this.)"""
+    """(h, w, 3) uint8 filled with `colour`, stored channel-first, as the model wants (3, h, w): the exact
+    path normalises it whole rows at a time. (Broadcasting 3 values over an (h, w, 3) array runs a 3-long
+    inner loop: 3 ms for a 672×672 canvas, 0.1 ms like this.)"""
     out = np.empty((3, h, w), dtype=np.uint8)
     for c in range(3):
         out[c] = colour[c]
@@ -452,13 +627,14 @@ def _first_resized(src: Image.Image, plan: Plan, s: float, resample, first: tupl
 _BAND_MIN_PIXELS = 60_000
 
 
-def _resize(src: Image.Image, size, resample, box, exact: bool) -> np.ndarray:
+def _resize(src: Image.Image, size, resample, box, exact: bool, rows=None) -> np.ndarray:
     """PIL resize of `box` (source pixels) to `size`, as (h, w, 3) uint8. The fast path hands bilinear and
-    bicubic resizes of a whole-pixel box to torch (`_torch_resize`); the rest it lets PIL box-reduce large
-    factors first and splits large outputs into horizontal bands, one per worker; a band resizes its own
-    slice of `box`, and PIL's filter reads past a box's edge, so bands join without seams."""
+    bicubic resizes of a whole-pixel box to torch (`_torch_resize`, reading `rows`, if given, for the pixels);
+    the rest it lets PIL box-reduce large factors first and splits large outputs into horizontal bands, one per
+    worker; a band resizes its own slice of `box`, and PIL's filter reads past a box's edge, so bands join
+    without seams."""
     if not exact:
-        resized = _torch_resize(src, size, resample, box)
+        resized = _torch_resize(src, size, resample, box, rows)
         if resized is not None:
             return resized
     gap = None if exact else REDUCING_GAP
@@ -484,10 +660,23 @@ def _resize(src: Image.Image, size, resample, box, exact: bool) -> np.ndarray:
 _TORCH_MODES = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
 
 
-def _torch_resize(src: Image.Image, size, resample, box) -> np.ndarray | None:
+def _aa_kernel(mode: str):
+    """torch's antialiased interpolation kernel with an `out=` tensor, `_upsample_<mode>2d_aa`, through its
+    Python binding, which lets go of the GIL while it runs (`torch.ops.aten` keeps it: bands would queue)."""
+    def kernel(x, size, align_corners, scale_h, scale_w, out):
+        return getattr(_torch()._C._nn, f"_upsample_{mode}2d_aa")(x, size, align_corners, scale_h, scale_w,
+                                                                   out=out)
+    return kernel
+
+
+_TORCH_KERNELS = {mode: _aa_kernel(mode) for mode in _TORCH_MODES.values()}
+
+
+def _torch_resize(src: Image.Image, size, resample, box, rows=None) -> np.ndarray | None:
     """`box` of `src` resized to `size` by torch's antialiased uint8 interpolation (vectorised, on torch's
     threads; 4-5× PIL's resampling on this project's CPUs), as (h, w, 3) uint8 — or None where it would not be
     PIL's resize: another filter, a box off whole pixels or outside the image, or torch not installed.
+    `rows(y0, y1)` gives the source rows as (rows, w, 3) uint8 (`_Decoded.rows`); by default they are copied.
 
     One difference remains: a box smaller than the image is cut out first, so near its edges the filter does
     not read the pixels just outside it as PIL's would (mean 0.015/255 measured on an 800×650 box)."""
@@ -500,11 +689,23 @@ def _torch_resize(src: Image.Image, size, resample, box) -> np.ndarray | None:
             or y1 > src.size[1] or x1 <= x0 or y1 <= y0:
         return None
     torch = _torch()
-    x = _as_tensor(_rgb_array(src, y0, y1))[:, x0:x1].permute(2, 0, 1)[None]  # (1, 3, h, w), channels last
-    y = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode=mode, antialias=True,
-                                        align_corners=False)  # (1, 3, h, w) uint8, contiguous
-    # Handed on channel-first, as torch made it (see `_filled`): making it (h, w, 3) again costs ~1 ns/byte.
-    return y[0].permute(1, 2, 0).numpy()  # (h, w, 3) view of (3, h, w) memory
+    pixels = _rgb_array(src, y0, y1) if rows is None else rows(y0, y1)  # (h, w, 3), or 4 with PIL's pad byte
+    x = _as_tensor(pixels)[:, x0:x1].permute(2, 0, 1)[None]  # (1, c, h, w), channels last
+    (w, h), (out_w, out_h), channels = (x1 - x0, y1 - y0), size, pixels.shape[2]
+    if (out_w, out_h) == (w, h):
+        return np.array(pixels[:, x0:x1, :3])  # nothing to resize: a copy, never the borrowed memory
+    if out_w != w:
+        # The horizontal pass on its own, into a channels-last buffer: torch's uint8 kernel rounds between its
+        # two passes anyway, so this is its one-call result to the bit, and the vertical pass that follows
+        # reads channels last and writes channels last. Measured on 960×540 -> 672×378: 1.0 ms in one call
+        # (whose result is channel-first), 0.56 + 0.14 ms in two.
+        wide = torch.empty((1, channels, h, out_w), dtype=torch.uint8, memory_format=torch.channels_last)
+        _TORCH_KERNELS[mode](x, [h, out_w], False, None, None, out=wide)
+        x = wide
+    if out_h != h:
+        x = torch.nn.functional.interpolate(x, size=(out_h, out_w), mode=mode, antialias=True,
+                                            align_corners=False)  # (1, c, h, w) uint8, channels last
+    return x[0].permute(1, 2, 0).numpy()[:, :, :3]  # (h, w, 3), as torch laid it out
 
 
 def _rgb_array(image: Image.Image, y0: int = 0, y1: int | None = None) -> np.ndarray:
@@ -608,24 +809,49 @@ def _affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
     return scale, offset
 
 
-def _normalise_into(slots: list[np.ndarray], rendered: list[View], mean, std) -> None:
-    """Write each view, uint8 (h, w, 3), into its float32 (3, h, w) slot as `x · 1/(255·std) − mean/std`:
-    one multiply and one in-cache add per value, in row bands spread over the workers."""
-    scale, offset = _affine(mean, std)
-    jobs = []
-    for slot, view in zip(slots, rendered):
-        if not isinstance(view, np.ndarray):  # float (3, h, w) in 0..1: (x − mean) / std
-            slot[...] = view.numpy() * (scale * 255.0) + offset
+def _padding_filler(layouts: list[_Layout], stacked: bool, pad: np.ndarray) -> Callable[[list], None]:
+    """What writes every view's padding, the pad colour's normalised value (3, 1, 1), into fresh outputs: all
+    of a view around where its piece will lie. Known from the plan, so it runs while the image is decoded."""
+    def fill(arrays: list[np.ndarray]) -> None:
+        for i, layout in enumerate(layouts):
+            slot = arrays[0][i] if stacked else arrays[i]
+            (x, y), (w, h) = layout.at, layout.extent
+            if layout.source is None or not w or not h:
+                slot[...] = pad
+                continue
+            slot[:, :y] = pad
+            slot[:, y + h:] = pad
+            slot[:, y:y + h, :x] = pad
+            slot[:, y:y + h, x + w:] = pad
+    return fill
+
+
+def _normalised_writes(layouts: list[_Layout], outputs: Future, stacked: bool, scale: np.ndarray,
+                       offset: np.ndarray, pad: np.ndarray) -> list[tuple[Callable[[list], None], int | None]]:
+    """`(fn, job)` pairs that write each view's piece into its float32 (3, h, w) slot once `job` has made it,
+    as `x · 1/(255·std) − mean/std` (one multiply and one in-cache add per value), in row bands."""
+    writes = []
+    for i, layout in enumerate(layouts):
+        (w, h) = layout.extent
+        if layout.source is None or not w or not h:
             continue
-        jobs += [(slot, view, rows) for rows in _bands(view.shape[0], 3 * view.shape[1])]
-
-    def band(job) -> None:
-        slot, view, rows = job
-        part = slot[:, rows.start:rows.stop]
-        np.multiply(view[rows.start:rows.stop].transpose(2, 0, 1), scale, out=part)
-        part += offset
-
-    _map(band, jobs)
+        parts = max(-(-h * 3 * w // _WRITE_VALUES), _workers() if len(layouts) == 1 else 1)
+        for rows in _split(h, min(parts, h)):
+            def write(made, i=i, layout=layout, rows=rows) -> None:
+                arrays = outputs.result()  # allocated, its padding written, while the image was decoded
+                slot = arrays[0][i] if stacked else arrays[i]
+                (x, y), (w, _) = layout.at, layout.extent
+                part = slot[:, y + rows.start:y + rows.stop, x:x + w]
+                piece = _piece(layout, made)
+                if piece is None:  # nothing to show after all (an empty cut-out): padding
+                    part[...] = pad
+                    return
+                if piece.shape[:2] != (layout.extent[1], w):
+                    raise AssertionError(f"view {i}: made {piece.shape[:2]}, laid out {layout.extent[::-1]}")
+                np.multiply(piece[rows.start:rows.stop].transpose(2, 0, 1), scale, out=part)
+                part += offset
+            writes.append((write, layout.source))
+    return writes
 
 
 # ------------------------------------------------------------------------------------------------- workers
@@ -635,7 +861,10 @@ def _normalise_into(slots: list[np.ndarray], rendered: list[View], mean, std) ->
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _BAND_VALUES = 256 * 1024  # float32 values per normalising band: 1 MiB, stays in a core's cache
-_TOUCH_FROM = 4 * 1024 * 1024  # bytes: outputs this large are allocated (pages touched) on a worker
+# Values per normalised write of a view: a 336×336 view (1.3 MiB of float32, in a core's 2 MiB L2) is one write;
+# splitting it more cost more in hand-overs between the threads than the cache saved.
+_WRITE_VALUES = 384 * 1024
+_TOUCH_FROM = 4 * 1024 * 1024  # bytes: outputs this large have their pages touched as they are allocated
 
 
 def _workers() -> int:
@@ -651,14 +880,75 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _map(fn, items) -> None:
-    """fn(item) for every item, on the workers when there is more than one item (exceptions re-raised here)."""
+    """fn(item) for every item, the first on this thread and the rest on the workers, when there is more than
+    one; an item no worker has started yet when this thread is free runs here too, so a call never waits on a
+    busy pool (exceptions re-raised here)."""
     items = list(items)
     if len(items) <= 1 or _workers() == 1 or threading.current_thread().name.startswith("gridvlm-pixels"):
         for item in items:
             fn(item)
         return
-    for future in [_pool().submit(fn, item) for item in items]:
-        future.result()
+    futures = [_pool().submit(fn, item) for item in items[1:]]
+    try:
+        fn(items[0])
+    finally:
+        for item, future in zip(items[1:], futures):
+            if future.cancel():
+                fn(item)
+            else:
+                future.result()
+
+
+def _run_graph(nodes: list[tuple[Callable[[list], object], tuple[int, ...]]], parallel: bool = True) -> list:
+    """Run every node `(fn, needs)` as `fn(results)` once the nodes it needs have run; returns their results.
+
+    This thread and, when `parallel`, the other workers take ready nodes, lowest index first (jobs come
+    before the normalising that reads them, and the largest job first), so the work after one resize starts
+    while another still runs. The first exception is re-raised here once every started node has stopped."""
+    results: list = [None] * len(nodes)
+    waiting = [len(set(needs)) for _, needs in nodes]
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, (_, needs) in enumerate(nodes):
+        for j in set(needs):
+            readers[j].append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    state = {"left": len(nodes), "running": 0, "error": None}
+    changed = threading.Condition()
+
+    def work() -> None:
+        while True:
+            with changed:
+                while not ready and state["left"] and state["error"] is None:
+                    changed.wait()
+                if state["error"] is not None or not state["left"]:
+                    return
+                i = heapq.heappop(ready)
+            try:
+                results[i] = nodes[i][0](results)
+            except BaseException as exc:  # noqa: BLE001 — handed to the caller below
+                with changed:
+                    state["error"] = state["error"] or exc
+                    changed.notify_all()
+                return
+            with changed:
+                state["left"] -= 1
+                for j in readers[i]:
+                    waiting[j] -= 1
+                    if not waiting[j]:
+                        heapq.heappush(ready, j)
+                changed.notify_all()
+
+    inside = threading.current_thread().name.startswith("gridvlm-pixels")
+    helpers = [_pool().submit(work) for _ in range(_workers() - 1)] if parallel and not inside and \
+        len(nodes) > 1 else []
+    work()
+    for helper in helpers:
+        if not helper.cancel():  # one the pool never started (busy with other calls) is not waited for
+            helper.result()
+    if state["error"] is not None:
+        raise state["error"]
+    return results
 
 
 def _split(n: int, parts: int) -> list[range]:
@@ -673,17 +963,20 @@ def _bands(rows: int, values_per_row: int) -> list[range]:
     return _split(rows, min(parts, rows))
 
 
-def _allocate(shapes: list[tuple[int, ...]]) -> Future:
-    """Empty float32 arrays of these shapes, as a future. Large ones are made on a worker and their pages
-    touched there, so the page faults of a fresh output overlap the decode instead of following it."""
+def _allocate(shapes: list[tuple[int, ...]], then: Callable[[list], None] | None = None) -> Future:
+    """Empty float32 arrays of these shapes, as a future, with `then(arrays)` (the padding) done to them. They
+    are made on a worker, so this overlaps the decode; large ones have their pages touched there, so that
+    their page faults do not follow the decode either."""
     def make() -> list[np.ndarray]:
         arrays = [np.empty(shape, dtype=np.float32) for shape in shapes]
         for a in arrays:
             if a.nbytes >= _TOUCH_FROM:
                 a.reshape(-1).view(np.uint8)[::4096] = 0
+        if then is not None:
+            then(arrays)
         return arrays
 
-    if sum(math.prod(s) for s in shapes) * 4 < _TOUCH_FROM or _workers() == 1:
+    if _workers() == 1:
         done: Future = Future()
         done.set_result(make())
         return done

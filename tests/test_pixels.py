@@ -244,6 +244,19 @@ def test_fast_is_close_to_exact_big_jpeg(big_jpeg, strategy, params):
     assert diff <= FAST_MEAN_ABS_BOUND
 
 
+@pytest.mark.parametrize("strategy", gridvlm.list_strategies())
+def test_fast_pixel_values_are_the_fast_views_normalised(big_jpeg, strategy):
+    """The fast path writes each view straight into its output, padding first (while the image decodes), the
+    piece a resize made after: the same values as normalising the views it shows, padding included."""
+    plan = gridvlm.plan(gridvlm.image_size(big_jpeg), strategy)
+    values = pixel_values(big_jpeg, plan)
+    values = list(values) if isinstance(values, torch.Tensor) else values
+    mean, std = (torch.tensor(x, dtype=torch.float32).view(3, 1, 1) for x in normalisation(strategy))
+    for value, shown in zip(values, views(big_jpeg, plan, exact=False), strict=True):
+        pixels = torch.from_numpy(np.asarray(shown).copy()).permute(2, 0, 1).float()
+        assert float((value - (pixels / 255 - mean) / std).abs().max()) <= 1e-5
+
+
 def test_draft_decoding_kicks_in_for_big_jpegs(big_jpeg):
     plan = gridvlm.plan((2400, 1800), "llava-next")
     k = _draft_factor(plan)

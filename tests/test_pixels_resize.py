@@ -3,6 +3,8 @@ padded canvases — each compared with the PIL operation it stands in for."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -88,3 +90,113 @@ def test_filled_has_the_colour_everywhere(colour):
     out = P._filled(5, 7, colour)
     assert out.shape == (5, 7, 3) and (out == np.array(colour, np.uint8)).all()
     assert P._filled(0, 4, colour).shape == (0, 4, 3)
+
+
+# ----------------------------------------------------------------------------------------- torch's two passes
+
+
+def _one_call(pixels: np.ndarray, size, mode: str) -> np.ndarray:
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :3])).permute(2, 0, 1)[None]
+    y = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode=mode, antialias=True, align_corners=False)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+@settings(max_examples=40, deadline=None)
+@given(resample=st.sampled_from(FILTERS), borrowed=st.booleans(),
+       size=st.tuples(st.one_of(st.just(640), st.integers(1, 900)), st.one_of(st.just(480), st.integers(1, 700))))
+def test_two_pass_resize_is_torchs_one_call_to_the_bit(photo, resample, borrowed, size):
+    """The horizontal pass on its own, then the vertical one (either skipped where that side keeps its size),
+    from a copy of the rows or from PIL's own 4-byte pixels: exactly what one interpolate call returns."""
+    decoded = P._Decoded(photo, gridvlm.plan(photo, "llava-next"))
+    rows = decoded.rows if borrowed else None
+    got = P._torch_resize(photo, size, resample, (0, 0, 640, 480), rows)
+    mode = "bicubic" if resample == Image.Resampling.BICUBIC else "bilinear"
+    assert got.shape == (size[1], size[0], 3)
+    assert np.array_equal(got, _one_call(np.asarray(photo), size, mode))
+
+
+def test_an_unresized_box_is_a_copy_not_the_borrowed_memory(photo):
+    decoded = P._Decoded(photo, gridvlm.plan(photo, "llava-next"))
+    got = P._torch_resize(photo, (200, 100), Image.Resampling.BICUBIC, (10, 20, 210, 120), decoded.rows)
+    assert np.array_equal(got, np.asarray(photo)[20:120, 10:210]) and got.flags.owndata
+
+
+# ----------------------------------------------------------------------------------------- borrowed pixels
+
+
+def test_borrowed_pixels_are_the_images_own_memory(photo):
+    pixels, owner = P._borrowed_pixels(photo)
+    assert pixels.shape == (480, 640, 4) and not pixels.flags.writeable
+    assert np.array_equal(pixels[:, :, :3], np.asarray(photo))
+    assert owner is not None
+
+
+@pytest.mark.parametrize("image", [
+    Image.new("RGB", (2600, 2000)),  # 20.8 MB as PIL holds it: several blocks, so it cannot be lent
+    Image.new("L", (64, 48)),
+    Image.new("RGBA", (64, 48)),
+], ids=["several-blocks", "L", "RGBA"])
+def test_pixels_that_cannot_be_borrowed_are_copied(image):
+    assert P._borrowed_pixels(image) is None
+    if image.mode == "RGB":
+        image.paste((200, 10, 30), (0, 1500, 2600, 2000))
+        decoded = P._Decoded(image, gridvlm.plan(image, "llava-next"))
+        assert np.array_equal(decoded.rows(1400, 1600), np.asarray(image)[1400:1600])
+
+
+# ----------------------------------------------------------------------------------------- the work graph
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), max_size=3), min_size=1, max_size=30), st.booleans())
+def test_graph_runs_every_node_once_after_what_it_needs(needs_lists, parallel):
+    nodes_needs = [tuple(sorted({j for j in needs if j < i})) for i, needs in enumerate(needs_lists)]
+    order: list[int] = []
+    lock = threading.Lock()
+
+    def node(i):
+        def run(results):
+            assert all(results[j] == j for j in nodes_needs[i])  # its inputs are there
+            with lock:
+                order.append(i)
+            return i
+        return run
+
+    results = P._run_graph([(node(i), needs) for i, needs in enumerate(nodes_needs)], parallel=parallel)
+    assert results == list(range(len(nodes_needs))) and sorted(order) == results
+    for i, needs in enumerate(nodes_needs):
+        assert all(order.index(j) < order.index(i) for j in needs)
+
+
+def test_graph_raises_the_first_error_and_runs_nothing_that_needed_it():
+    ran = []
+
+    def fail(results):
+        raise ValueError("no pixels")
+
+    nodes = [(fail, ()), (lambda r: ran.append(1), (0,)), (lambda r: ran.append(2), ())]
+    with pytest.raises(ValueError, match="no pixels"):
+        P._run_graph(nodes)
+    assert 1 not in ran
+
+
+def test_work_finishes_while_every_worker_is_busy_elsewhere():
+    """Another session's work may hold the whole pool: a call then does its own work rather than wait."""
+    release = threading.Event()
+    blockers = [P._pool().submit(release.wait, 30) for _ in range(P._workers())]
+    try:
+        done = []
+        P._map(done.append, range(5))
+        assert sorted(done) == list(range(5))
+        assert P._run_graph([(lambda r: 1, ()), (lambda r: r[0] + 1, (0,))]) == [1, 2]
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result()
+
+
+def test_work_started_on_a_worker_does_not_wait_for_the_pool():
+    """Nested calls (a view's resize inside a graph node on a worker) run where they are."""
+    assert P._pool().submit(lambda: P._run_graph([(lambda r: 2, ()), (lambda r: r[0] * 3, (0,))])).result(
+        timeout=30) == [2, 6]
