@@ -9,15 +9,16 @@ Every row starts from the same encoded bytes in memory and ends with what the mo
   checkpoints' pixel bounds (min 3136, max 12,845,056).
 gridvlm's rows include reading the header and making the plan. Images: the example images (gridvlm/app/assets/),
 bench/photos/ (sources and licences in its README) and a 1920×1080
-JPEG made from bench/photos/moss_2560x1600.jpg at run time.
+JPEG made from bench/photos/moss_2560x1600.jpg and a 1620×2880 portrait cut out of bench/photos/shell_5120x2880.jpg,
+both at run time.
 
 Floors, per row: `dct decode` is PIL decoding the bytes at the DCT scale 1/k the fast path chose for that plan
 (k = 1 for PNG, or when the plan needs full resolution), `full decode` at full scale; for Qwen2-VL `f32 out` is
 allocating and writing the float32 output once (numpy, one thread) — the part of the time no pixel pipeline
 avoids when a photo stays near full size. `fast/floor` = fast / (dct decode [+ f32 out for Qwen2-VL]).
 `resize`: where the fast path's time goes after the decode — its resizes alone (canvas and views, from the
-image already decoded at 1/k; `-` where the view is the decoded image itself); the rest of `fast` is the
-normalised write (or Qwen2-VL's patch layout) and reading the header.
+image already decoded at 1/k, on both cores as the fast path runs them; `-` where the view is the decoded image
+itself); the rest of `fast` is the normalised write (or Qwen2-VL's patch layout), reading the header and planning.
 All cells of one image are timed round-robin (one run of each per round, N rounds, median), so a change in
 machine load hits every column alike; ratios come from the same rounds.
 """
@@ -42,7 +43,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import gridvlm  # noqa: E402
-from gridvlm.pixels import _decode, _draft_factor, _render, pixel_values, qwen_pixel_values  # noqa: E402
+from gridvlm.pixels import (  # noqa: E402
+    _decode, _Decoded, _draft_factor, _layout, _run_jobs, pixel_values, qwen_pixel_values,
+)
 from gridvlm.strategies.anyres import LLAVA_NEXT_PINPOINTS  # noqa: E402
 from gridvlm.strategies.reference import CLIP  # noqa: E402
 
@@ -63,10 +66,19 @@ def images() -> list[tuple[str, bytes]]:
     if moss.exists():
         with Image.open(moss) as im:
             small = im.convert("RGB").crop((0, 80, 2560, 1520)).resize((1920, 1080), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        small.save(buf, "JPEG", quality=90, subsampling="4:2:0")
-        found["moss_1920x1080"] = ("moss_2560x1600.jpg → 1920×1080 q90 (made at run time)", buf.getvalue())
+        found["moss_1920x1080"] = ("moss_2560x1600.jpg → 1920×1080 q90 (made at run time)", _jpeg(small))
+    shell = PHOTOS / "shell_5120x2880.jpg"
+    if shell.exists():  # a portrait photo: its pixels as they are, cut out of the middle of the landscape one
+        with Image.open(shell) as im:
+            tall = im.convert("RGB").crop((1750, 0, 3370, 2880))
+        found["shell_1620x2880"] = ("shell_5120x2880.jpg → 1620×2880 crop q90 (made at run time)", _jpeg(tall))
     return sorted(found.values(), key=lambda item: -_pixels(item[1]))
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, subsampling="4:2:0")
+    return buf.getvalue()
 
 
 def _pixels(data: bytes) -> int:
@@ -155,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             if not args.no_exact:
                 cells["exact"] = lambda: gridvlm_run(data, strategy, True)
-            decoded = _decode(data, plan, draft=k)
-            if strategy != "qwen2-vl" or decoded.size != tuple(plan.views[0].input_size):
-                cells["resize"] = lambda: _render(decoded, plan, exact=False)
+            decoded = _Decoded(_decode(data, plan, draft=k), plan)
+            if strategy != "qwen2-vl" or decoded.image.size != tuple(plan.views[0].input_size):
+                jobs, _ = _layout(plan, exact=False)
+                cells["resize"] = lambda: _run_jobs(jobs, lambda: decoded, parallel=True)
             out_values = None
             if strategy == "qwen2-vl":
                 w, h = plan.views[0].input_size

@@ -139,10 +139,12 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
         scale, offset = _affine(mean, std)
         pad = np.array(_recipe(plan).pad_colour, dtype=np.float32).reshape(3, 1, 1) * scale + offset
         stacked = len(sizes) == 1
-        outputs = _allocate(shapes, _padding_filler(layouts, stacked, pad))  # on a worker, during the decode
-        src = _Decoded(_decode(source, plan, draft=_draft_factor(plan)), plan)
-        _run_jobs(jobs, src, _normalised_writes(layouts, outputs, stacked, scale, offset, pad), parallel=True)
-        tensors = [torch.from_numpy(a) for a in outputs.result()]
+        draft = _draft_factor(plan)
+        _, outputs = _run_jobs(
+            jobs, lambda: _Decoded(_decode(source, plan, draft=draft), plan), parallel=True,
+            allocate=lambda: _outputs(shapes, _padding_filler(layouts, stacked, pad)),  # during the decode
+            writes=_normalised_writes(layouts, stacked, scale, offset, pad))
+        tensors = [torch.from_numpy(a) for a in outputs]
         return tensors[0] if stacked else tensors
     src = _decode(source, plan, draft=1)
     rendered = _render(src, plan, exact=True)
@@ -445,18 +447,28 @@ def _render(src: Image.Image, plan: Plan, exact: bool) -> list[View]:
     if _recipe(plan).float_resize and exact:
         return _uhd_release_views(src, plan)
     jobs, layouts = _layout(plan, exact)
-    made = _run_jobs(jobs, _Decoded(src, plan), [], parallel=not exact)
+    made, _ = _run_jobs(jobs, lambda: _Decoded(src, plan), parallel=not exact)
     pad = _recipe(plan).pad_colour
     return [_compose(layout, made, pad) for layout in layouts]
 
 
-def _run_jobs(jobs: list[_Job], decoded: "_Decoded", after: list[tuple[Callable[[list], None], int | None]],
-              parallel: bool) -> list:
-    """Make every job's array, then run each `(fn, job)` of `after` as `fn(arrays)` once that job is done (at
-    once for None); returns the arrays."""
-    nodes = [(lambda made, job=job: job.make(decoded, made), job.needs) for job in jobs]
-    nodes += [(fn, () if job is None else (job,)) for fn, job in after]
-    return _run_graph(nodes, parallel)[:len(jobs)]
+def _run_jobs(jobs: list[_Job], decode: Callable[[], "_Decoded"], parallel: bool,
+              allocate: Callable[[], list] | None = None,
+              writes: tuple[tuple[Callable[[list, list], None], int | None], ...] = ()) -> tuple[list, list | None]:
+    """One image's pixels as one graph of work (`_run_graph`): `decode()` first, and beside it `allocate()`,
+    which needs nothing, so the other core makes the outputs while this one decodes; then every job's array,
+    each once the decoded image and the arrays it needs exist; then each `(write, job)` as
+    `write(outputs, arrays)` once the outputs and that job's array (None: no job) exist.
+    Returns the jobs' arrays and the outputs."""
+    first = 2  # node 0 decodes, node 1 allocates; the jobs follow, in order
+    count = len(jobs)
+    nodes = [(lambda results: decode(), ()), (lambda results: allocate() if allocate else None, ())]
+    nodes += [(lambda results, job=job: job.make(results[0], results[first:first + count]),
+               (0, *(first + j for j in job.needs))) for job in jobs]
+    nodes += [(lambda results, write=write: write(results[1], results[first:first + count]),
+               (1,) if job is None else (1, first + job)) for write, job in writes]
+    results = _run_graph(nodes, parallel)
+    return results[first:first + count], results[1]
 
 
 def _layout(plan: Plan, exact: bool) -> tuple[list[_Job], list[_Layout]]:
@@ -826,10 +838,11 @@ def _padding_filler(layouts: list[_Layout], stacked: bool, pad: np.ndarray) -> C
     return fill
 
 
-def _normalised_writes(layouts: list[_Layout], outputs: Future, stacked: bool, scale: np.ndarray,
-                       offset: np.ndarray, pad: np.ndarray) -> list[tuple[Callable[[list], None], int | None]]:
-    """`(fn, job)` pairs that write each view's piece into its float32 (3, h, w) slot once `job` has made it,
-    as `x · 1/(255·std) − mean/std` (one multiply and one in-cache add per value), in row bands."""
+def _normalised_writes(layouts: list[_Layout], stacked: bool, scale: np.ndarray, offset: np.ndarray,
+                       pad: np.ndarray) -> tuple[tuple[Callable[[list, list], None], int], ...]:
+    """`(write, job)` pairs: `write(outputs, arrays)` puts a band of one view's piece into its float32
+    (3, h, w) slot once `job` has made it, as `x · 1/(255·std) − mean/std` (one multiply and one in-cache add
+    per value)."""
     writes = []
     for i, layout in enumerate(layouts):
         (w, h) = layout.extent
@@ -837,8 +850,7 @@ def _normalised_writes(layouts: list[_Layout], outputs: Future, stacked: bool, s
             continue
         parts = max(-(-h * 3 * w // _WRITE_VALUES), _workers() if len(layouts) == 1 else 1)
         for rows in _split(h, min(parts, h)):
-            def write(made, i=i, layout=layout, rows=rows) -> None:
-                arrays = outputs.result()  # allocated, its padding written, while the image was decoded
+            def write(arrays, made, i=i, layout=layout, rows=rows) -> None:
                 slot = arrays[0][i] if stacked else arrays[i]
                 (x, y), (w, _) = layout.at, layout.extent
                 part = slot[:, y + rows.start:y + rows.stop, x:x + w]
@@ -851,7 +863,7 @@ def _normalised_writes(layouts: list[_Layout], outputs: Future, stacked: bool, s
                 np.multiply(piece[rows.start:rows.stop].transpose(2, 0, 1), scale, out=part)
                 part += offset
             writes.append((write, layout.source))
-    return writes
+    return tuple(writes)
 
 
 # ------------------------------------------------------------------------------------------------- workers
@@ -963,24 +975,26 @@ def _bands(rows: int, values_per_row: int) -> list[range]:
     return _split(rows, min(parts, rows))
 
 
-def _allocate(shapes: list[tuple[int, ...]], then: Callable[[list], None] | None = None) -> Future:
-    """Empty float32 arrays of these shapes, as a future, with `then(arrays)` (the padding) done to them. They
-    are made on a worker, so this overlaps the decode; large ones have their pages touched there, so that
-    their page faults do not follow the decode either."""
-    def make() -> list[np.ndarray]:
-        arrays = [np.empty(shape, dtype=np.float32) for shape in shapes]
-        for a in arrays:
-            if a.nbytes >= _TOUCH_FROM:
-                a.reshape(-1).view(np.uint8)[::4096] = 0
-        if then is not None:
-            then(arrays)
-        return arrays
+def _outputs(shapes: list[tuple[int, ...]], then: Callable[[list], None] | None = None) -> list[np.ndarray]:
+    """Empty float32 arrays of these shapes, with `then(arrays)` (the padding) done to them. Made while the
+    image decodes (on the other core); large ones have their pages touched, so that their page faults do not
+    follow the decode either."""
+    arrays = [np.empty(shape, dtype=np.float32) for shape in shapes]
+    for a in arrays:
+        if a.nbytes >= _TOUCH_FROM:
+            a.reshape(-1).view(np.uint8)[::4096] = 0
+    if then is not None:
+        then(arrays)
+    return arrays
 
+
+def _allocate(shapes: list[tuple[int, ...]]) -> Future:
+    """`_outputs(shapes)` as a future, made on a worker while this thread decodes."""
     if _workers() == 1:
         done: Future = Future()
-        done.set_result(make())
+        done.set_result(_outputs(shapes))
         return done
-    return _pool().submit(make)
+    return _pool().submit(_outputs, shapes)
 
 
 def _as_tensor(array: np.ndarray) -> "torch.Tensor":
