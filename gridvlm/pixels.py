@@ -334,8 +334,9 @@ def _scale_of(src: Image.Image, plan: Plan) -> float:
 # from it), each view made straight from the image, and, for the few references that need it, the padded canvas
 # and what is squashed or resized from it. Then every view is put together from at most one piece of one job's
 # array, padding around it: as a uint8 image (`_compose`, for `views` and the exact path) or straight into its
-# float32 output slot (`_normalise_rows`, the fast path), so padding is never resized, copied or normalised
-# pixel by pixel, and a tile is normalised as soon as its canvas exists, on whichever core is free.
+# float32 output slot (`_padding_filler`, `_normalised_writes`: the fast path), so that padding is only ever
+# filled in, never resized, copied or normalised value by value, and a tile is normalised as soon as its canvas
+# exists, on whichever core is free.
 
 
 @dataclass(frozen=True)
