@@ -12,7 +12,8 @@ Two paths share this code:
 
 - `exact=True` decodes at full resolution and follows the reference step by step, including transformers'
   arithmetic (`uint8 -> float64 * (1/255) -> float32`, then `(x - mean) / std` in float32). It equals the
-  transformers PIL-backend processors to within 1/255 after de-normalising (tests/test_pixels_reference.py).
+  transformers PIL-backend processors exactly (0/255 apart; tests/test_pixels_reference.py, LLaVA-1.5/NeXT/
+  OneVision, Qwen2-VL, Idefics3, InternVL, MiniCPM-V), and the other families' to within 1/255.
 - the default fast path decodes a JPEG once, at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling via `draft`) when
   the error that scale is measured to cost every view stays within `DRAFT_ERROR_BUDGET` (`_draft_factor`),
   resizes each canvas or view once — bilinear and bicubic with torch's antialiased uint8 interpolation, which
@@ -111,7 +112,7 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
 
     `exact=True` reproduces the reference processor: full-resolution decode, its resampling filter, padding and
     order of operations, and transformers' float64-then-float32 arithmetic; it matches the transformers PIL
-    backends to within 1/255 after de-normalising. The default fast path decodes a JPEG once at the smallest
+    backends exactly where tested (tests/test_pixels_reference.py), else to within 1/255. The default fast path decodes a JPEG once at the smallest
     DCT scale whose measured error fits `DRAFT_ERROR_BUDGET` (`_draft_factor`), resizes each canvas or view
     once (torch's antialiased interpolation where it reproduces PIL's filter, else PIL, box-reducing large
     downscales first: `REDUCING_GAP`) and writes `x · 1/(255·std) − mean/std` straight into one preallocated
