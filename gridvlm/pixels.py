@@ -115,9 +115,9 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
     backends exactly where tested (tests/test_pixels_reference.py), else to within 1/255. The default fast
     path decodes a JPEG once at the smallest DCT scale whose measured error fits `DRAFT_ERROR_BUDGET`
     (`_draft_factor`), resizes each canvas or view once (torch's antialiased interpolation where it reproduces
-    PIL's filter, else PIL, box-reducing large downscales first: `REDUCING_GAP`) and writes `x · 1/(255·std) − mean/std` straight into one preallocated
-    output — the padding while the image decodes, each tile as soon as its canvas is resized — splitting the
-    work over both cores. Its mean absolute difference from `exact=True`, in 0..1 pixel units after
+    PIL's filter, else PIL, box-reducing large downscales first: `REDUCING_GAP`) and writes
+    `x · 1/(255·std) − mean/std` straight into one preallocated output — the padding while the image decodes,
+    each tile as soon as its canvas is resized — splitting the work over both cores. Its mean absolute difference from `exact=True`, in 0..1 pixel units after
     de-normalising, is at most 2/255 per image (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and
     text). Besides the decoded image only the resized canvases and views are held (tiles are read from their
     canvas, padding is never stored in uint8), and torch reads the decoded image's own memory where Pillow
