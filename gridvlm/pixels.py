@@ -111,18 +111,18 @@ def pixel_values(source: ImageSource, plan: Plan, mean=None, std=None, exact: bo
     default to the strategy's encoder (its `PixelRecipe.normalisation`).
 
     `exact=True` reproduces the reference processor: full-resolution decode, its resampling filter, padding and
-    order of operations, and transformers' float64-then-float32 arithmetic; it matches the transformers PIL
-    backends exactly where tested (tests/test_pixels_reference.py), else to within 1/255. The default fast
-    path decodes a JPEG once at the smallest DCT scale whose measured error fits `DRAFT_ERROR_BUDGET`
-    (`_draft_factor`), resizes each canvas or view once (torch's antialiased interpolation where it reproduces
-    PIL's filter, else PIL, box-reducing large downscales first: `REDUCING_GAP`) and writes
-    `x · 1/(255·std) − mean/std` straight into one preallocated output — the padding while the image decodes,
-    each tile as soon as its canvas is resized — splitting the work over both cores. Its mean absolute difference from `exact=True`, in 0..1 pixel units after
-    de-normalising, is at most 2/255 per image (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and
-    text). Besides the decoded image only the resized canvases and views are held (tiles are read from their
-    canvas, padding is never stored in uint8), and torch reads the decoded image's own memory where Pillow
-    lends it (one block: up to 16 MiB), else a uint8 copy of the rows it reads (3 bytes a pixel). A view at
-    the image's own size is read from the decoded image itself.
+    order of operations, and transformers' float64-then-float32 arithmetic; it matches the transformers PIL backends
+    exactly where tested (tests/test_pixels_reference.py), else to within 1/255. The default fast path decodes a
+    JPEG once at the smallest DCT scale whose measured error fits `DRAFT_ERROR_BUDGET` (`_draft_factor`), resizes
+    each canvas or view once (torch's antialiased interpolation where it reproduces PIL's filter, else PIL,
+    box-reducing large downscales first: `REDUCING_GAP`) and writes `x · 1/(255·std) − mean/std` straight into one
+    preallocated output — the padding while the image decodes, each tile as soon as its canvas is resized —
+    splitting the work over both cores. Its mean absolute difference from `exact=True`, in 0..1 pixel units after
+    de-normalising, is at most 2/255 per image (`FAST_MEAN_ABS_BOUND`, tested on photos, an illustration and text).
+    Besides the decoded image only the resized canvases and views are held (tiles are read from their canvas,
+    padding is never stored in uint8), and torch reads the decoded image's own memory where Pillow lends it (one
+    block: up to 16 MiB), else a uint8 copy of the rows it reads (3 bytes a pixel). A view at the image's own size
+    is read from the decoded image itself.
 
     Raises `PlanError` if `plan.image_size` is not the image's upright size, `ImageError` for unreadable input.
     """
