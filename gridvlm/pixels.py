@@ -674,23 +674,19 @@ def _resize(src: Image.Image, size, resample, box, exact: bool, rows=None) -> np
 _TORCH_MODES = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
 
 
-def _aa_kernel(mode: str):
-    """torch's antialiased interpolation kernel with an `out=` tensor, `_upsample_<mode>2d_aa`, through its
-    Python binding, which lets go of the GIL while it runs (`torch.ops.aten` keeps it: bands would queue)."""
-    def kernel(x, size, align_corners, scale_h, scale_w, out):
-        return getattr(_torch()._C._nn, f"_upsample_{mode}2d_aa")(x, size, align_corners, scale_h, scale_w,
-                                                                   out=out)
-    return kernel
-
-
-_TORCH_KERNELS = {mode: _aa_kernel(mode) for mode in _TORCH_MODES.values()}
+def _antialiased_into(mode: str, x, size: list[int], out) -> None:
+    """torch's antialiased interpolation of `x` to `size` (h, w), written into `out`: `_upsample_<mode>2d_aa`
+    through its Python binding, which lets go of the GIL while it runs (`torch.ops.aten` keeps it, so the two
+    threads' resizes would take turns)."""
+    getattr(_torch()._C._nn, f"_upsample_{mode}2d_aa")(x, size, False, None, None, out=out)
 
 
 def _torch_resize(src: Image.Image, size, resample, box, rows=None) -> np.ndarray | None:
     """`box` of `src` resized to `size` by torch's antialiased uint8 interpolation (vectorised, on torch's
     threads; 4-5× PIL's resampling on this project's CPUs), as (h, w, 3) uint8 — or None where it would not be
     PIL's resize: another filter, a box off whole pixels or outside the image, or torch not installed.
-    `rows(y0, y1)` gives the source rows as (rows, w, 3) uint8 (`_Decoded.rows`); by default they are copied.
+    `rows(y0, y1)` gives the source rows as (rows, w, 3 or 4) uint8 (`_Decoded.rows`); by default they are
+    copied.
 
     One difference remains: a box smaller than the image is cut out first, so near its edges the filter does
     not read the pixels just outside it as PIL's would (mean 0.015/255 measured on an 800×650 box)."""
@@ -714,7 +710,7 @@ def _torch_resize(src: Image.Image, size, resample, box, rows=None) -> np.ndarra
         # reads channels last and writes channels last. Measured on 960×540 -> 672×378: 1.0 ms in one call
         # (whose result is channel-first), 0.56 + 0.14 ms in two.
         wide = torch.empty((1, channels, h, out_w), dtype=torch.uint8, memory_format=torch.channels_last)
-        _TORCH_KERNELS[mode](x, [h, out_w], False, None, None, out=wide)
+        _antialiased_into(mode, x, [h, out_w], wide)
         x = wide
     if out_h != h:
         x = torch.nn.functional.interpolate(x, size=(out_h, out_w), mode=mode, antialias=True,
@@ -852,16 +848,16 @@ def _normalised_writes(layouts: list[_Layout], stacked: bool, scale: np.ndarray,
             continue
         parts = max(-(-h * 3 * w // _WRITE_VALUES), _workers() if len(layouts) == 1 else 1)
         for rows in _split(h, min(parts, h)):
-            def write(arrays, made, i=i, layout=layout, rows=rows) -> None:
+            def write(arrays, made, i=i, layout=layout, rows=rows, w=w, h=h) -> None:
                 slot = arrays[0][i] if stacked else arrays[i]
-                (x, y), (w, _) = layout.at, layout.extent
+                x, y = layout.at
                 part = slot[:, y + rows.start:y + rows.stop, x:x + w]
                 piece = _piece(layout, made)
                 if piece is None:  # nothing to show after all (an empty cut-out): padding
                     part[...] = pad
                     return
-                if piece.shape[:2] != (layout.extent[1], w):
-                    raise AssertionError(f"view {i}: made {piece.shape[:2]}, laid out {layout.extent[::-1]}")
+                if piece.shape[:2] != (h, w):
+                    raise AssertionError(f"view {i}: made {piece.shape[:2]}, laid out {(h, w)}")
                 np.multiply(piece[rows.start:rows.stop].transpose(2, 0, 1), scale, out=part)
                 part += offset
             writes.append((write, layout.source))
@@ -874,7 +870,7 @@ def _normalised_writes(layouts: list[_Layout], stacked: bool, scale: np.ndarray,
 # resampling and numpy's arithmetic release the GIL. One worker per core, at most 4.
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-_BAND_VALUES = 256 * 1024  # float32 values per normalising band: 1 MiB, stays in a core's cache
+_BAND_VALUES = 256 * 1024  # float32 values per band of the patch layout: 1 MiB, stays in a core's cache
 # Values per normalised write of a view: a 336×336 view (1.3 MiB of float32, in a core's 2 MiB L2) is one write;
 # splitting it more cost more in hand-overs between the threads than the cache saved.
 _WRITE_VALUES = 384 * 1024
@@ -916,9 +912,9 @@ def _map(fn, items) -> None:
 def _run_graph(nodes: list[tuple[Callable[[list], object], tuple[int, ...]]], parallel: bool = True) -> list:
     """Run every node `(fn, needs)` as `fn(results)` once the nodes it needs have run; returns their results.
 
-    This thread and, when `parallel`, the other workers take ready nodes, lowest index first (jobs come
-    before the normalising that reads them, and the largest job first), so the work after one resize starts
-    while another still runs. The first exception is re-raised here once every started node has stopped."""
+    This thread and, when `parallel`, the other workers take ready nodes, lowest index first (callers put the
+    decode and the canvas first, the writes that read them last), so the work after one resize starts while
+    another still runs. The first exception is re-raised here once every started node has stopped."""
     results: list = [None] * len(nodes)
     waiting = [len(set(needs)) for _, needs in nodes]
     readers: list[list[int]] = [[] for _ in nodes]
@@ -927,7 +923,7 @@ def _run_graph(nodes: list[tuple[Callable[[list], object], tuple[int, ...]]], pa
             readers[j].append(i)
     ready = [i for i, n in enumerate(waiting) if n == 0]
     heapq.heapify(ready)
-    state = {"left": len(nodes), "running": 0, "error": None}
+    state = {"left": len(nodes), "error": None}
     changed = threading.Condition()
 
     def work() -> None:
